@@ -1,0 +1,230 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+)
+
+// DefaultMaxPayload is the default largest payload a publish may carry.
+const DefaultMaxPayload = 1 << 20
+
+// Config configures a Broker. The zero value of each field means its default.
+type Config struct {
+	// Outbox bounds each client's queue of undelivered frames.
+	Outbox OutboxLimits
+	// MaxPayload is the largest payload a publish may carry, in bytes.
+	// Default 1 MiB.
+	MaxPayload int
+	// ReplayPage is how many retained messages a catch-up reads and queues
+	// at a time before it waits for the client to take them. Default 1000.
+	ReplayPage int
+	// Logger receives the broker's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	c.Outbox = c.Outbox.withDefaults()
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = DefaultMaxPayload
+	}
+	if c.ReplayPage <= 0 {
+		c.ReplayPage = 1000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Broker routes published messages to subscribed clients. It holds the
+// subscriptions of this node's clients, sends publishes through its Log, and
+// fans each message the Log delivers out to the matching clients' outboxes.
+type Broker struct {
+	cfg Config
+	log Log
+	reg registry
+
+	// deliverMu makes Deliver calls one at a time: messages are fanned out
+	// in log order, and per-message frame caches and sequenced-subscription
+	// state need no further locking.
+	deliverMu sync.Mutex
+
+	nextClientID atomic.Uint64
+	clients      atomic.Int64
+	published    atomic.Uint64
+	delivered    atomic.Uint64
+	slow         atomic.Uint64
+}
+
+// New returns a broker with no log attached; call SetLog before publishing.
+func New(cfg Config) *Broker {
+	b := &Broker{cfg: cfg.withDefaults()}
+	b.reg.init()
+	return b
+}
+
+// SetLog attaches the log publishes go through. It must be called once,
+// before the broker is shared with transports. (The log is built after the
+// broker because the log delivers into it.)
+func (b *Broker) SetLog(l Log) { b.log = l }
+
+// Log returns the attached log.
+func (b *Broker) Log() Log { return b.log }
+
+// Config returns the broker's configuration with defaults filled in.
+func (b *Broker) Config() Config { return b.cfg }
+
+// Publish commits msgs through the log and returns their receipts once each
+// is committed and delivered on this node.
+func (b *Broker) Publish(ctx context.Context, msgs []Publish) ([]Receipt, error) {
+	if b.log == nil {
+		return nil, ErrNoLog
+	}
+	for i := range msgs {
+		if len(msgs[i].Payload) > b.cfg.MaxPayload {
+			return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrPayloadTooLarge, len(msgs[i].Payload), b.cfg.MaxPayload)
+		}
+	}
+	return b.log.Publish(ctx, msgs)
+}
+
+// Deliver fans m out to this node's matching subscriptions and returns how
+// many it reached, counted as Redis counts the PUBLISH reply: a client
+// subscribed to the channel and to a matching pattern counts twice. The Log
+// calls Deliver for every committed message, in log order, after the message
+// is readable through Log.History. Deliver never blocks on a client.
+func (b *Broker) Deliver(m *Message) int {
+	b.deliverMu.Lock()
+	defer b.deliverMu.Unlock()
+	n := b.deliverChannel(m)
+	if m.Namespace == Global {
+		n += b.deliverPatterns(m)
+	}
+	m.frames = nil
+	b.published.Add(1)
+	b.delivered.Add(uint64(n))
+	return n
+}
+
+func (b *Broker) deliverChannel(m *Message) int {
+	sh := b.reg.shard(m.Channel)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	set := sh.channels[regKey{m.Namespace, m.Channel}]
+	if set == nil {
+		return 0
+	}
+	for _, s := range set.subs {
+		c := s.client
+		switch s.kind {
+		case KindSequenced:
+			if s.seq.catchingUp {
+				b.holdPending(s, m)
+				continue
+			}
+			b.pushSequenced(s, m)
+		default:
+			c.out.Push(m.frame(c.format(), s.kind, ""))
+		}
+	}
+	return len(set.subs)
+}
+
+func (b *Broker) deliverPatterns(m *Message) int {
+	b.reg.patMu.RLock()
+	defer b.reg.patMu.RUnlock()
+	n := 0
+	for _, p := range b.reg.patList {
+		if !Match(p, m.Channel) {
+			continue
+		}
+		set := b.reg.patterns[p]
+		for _, s := range set.subs {
+			c := s.client
+			c.out.Push(m.frame(c.format(), KindPattern, p))
+		}
+		n += len(set.subs)
+	}
+	return n
+}
+
+// holdPending keeps m for a subscription that is still replaying history. A
+// subscription whose pending messages pass its outbox limits fails as a slow
+// consumer.
+func (b *Broker) holdPending(s *subscription, m *Message) {
+	st := s.seq
+	cp := *m // the copy's frame cache belongs to this subscription alone
+	cp.frames = nil
+	st.pending = append(st.pending, &cp)
+	st.pendingBytes += len(m.Payload) + len(m.Channel)
+	lim := &b.cfg.Outbox
+	if len(st.pending) > lim.MaxFrames || st.pendingBytes > lim.HardBytes {
+		st.pending = nil
+		st.pendingBytes = 0
+		s.client.out.fail(ErrSlowConsumer)
+	}
+}
+
+// pushSequenced delivers m to a sequenced subscription, in order and at most
+// once: a message at or before the last delivered position is skipped, and a
+// change of epoch, or a jump in sequence, is announced first with a Resume
+// frame whose Recovered is false. The caller holds the channel's registry
+// lock.
+func (b *Broker) pushSequenced(s *subscription, m *Message) bool {
+	st := s.seq
+	c := s.client
+	f := c.format()
+	switch {
+	case st.pos.Epoch == m.Epoch && m.Seq <= st.pos.Seq:
+		return false // already delivered from history
+	case st.pos.Epoch != 0 && (st.pos.Epoch != m.Epoch || m.Seq != st.pos.Seq+1):
+		c.out.Push(f.AppendResume(nil, s.name, Resume{Epoch: m.Epoch, From: m.Seq, Last: m.Seq - 1}))
+	}
+	st.pos = Position{Epoch: m.Epoch, Seq: m.Seq}
+	c.out.Push(m.frame(f, KindSequenced, ""))
+	return true
+}
+
+// Channels returns the channels of ns that have subscribers and match
+// pattern ("" matches every channel), sorted (PUBSUB CHANNELS and
+// SHARDCHANNELS).
+func (b *Broker) Channels(ns Namespace, pattern string) []string {
+	return b.reg.channels(ns, pattern)
+}
+
+// NumSub returns the number of subscriptions to channel in ns (PUBSUB NUMSUB
+// and SHARDNUMSUB).
+func (b *Broker) NumSub(ns Namespace, channel string) int {
+	return b.reg.numSub(ns, channel)
+}
+
+// NumPat returns the number of distinct patterns subscribed to (PUBSUB
+// NUMPAT).
+func (b *Broker) NumPat() int { return b.reg.numPat() }
+
+// Stats is a snapshot of the broker's counters.
+type Stats struct {
+	Clients        int64  // clients connected
+	Channels       int    // channels with subscribers
+	ShardChannels  int    // shard channels with subscribers
+	Patterns       int    // distinct patterns subscribed to
+	Published      uint64 // messages delivered by the log to this node
+	Delivered      uint64 // frames pushed to subscribers
+	SlowDisconnect uint64 // clients disconnected for exceeding outbox limits
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats {
+	return Stats{
+		Clients:        b.clients.Load(),
+		Channels:       b.reg.countChannels(Global),
+		ShardChannels:  b.reg.countChannels(Shard),
+		Patterns:       b.reg.numPat(),
+		Published:      b.published.Load(),
+		Delivered:      b.delivered.Load(),
+		SlowDisconnect: b.slow.Load(),
+	}
+}

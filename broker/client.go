@@ -1,0 +1,289 @@
+package broker
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Client is one connection's presence in the broker: its subscriptions and
+// the outbox its transport writes from. The transport owns the connection
+// and runs one writer goroutine that drains Outbox.
+//
+// Subscribe, Unsubscribe, SubscribeFrom and Close change what the client
+// receives; they are meant to be called from the connection's own goroutine,
+// one at a time, but are safe to call concurrently. Once Subscribe returns,
+// every message the log delivers afterwards reaches the client; once
+// Unsubscribe returns, none does.
+type Client struct {
+	b   *Broker
+	id  uint64
+	out *Outbox
+	fmt atomic.Pointer[formatBox]
+
+	mu     sync.Mutex
+	subs   [numKinds]map[string]*subscription
+	counts [numKinds]atomic.Int32
+	closed bool
+}
+
+type formatBox struct{ f Format }
+
+// NewClient registers a new client that receives frames encoded by f.
+func (b *Broker) NewClient(f Format) *Client {
+	c := &Client{b: b, id: b.nextClientID.Add(1)}
+	c.out = NewOutbox(b.cfg.Outbox, func(err error) {
+		if err == ErrSlowConsumer {
+			b.slow.Add(1)
+			b.cfg.Logger.Warn("disconnecting slow consumer", "client", c.id)
+		}
+	})
+	c.SetFormat(f)
+	b.clients.Add(1)
+	return c
+}
+
+// ID returns the client's unique id (CLIENT ID).
+func (c *Client) ID() uint64 { return c.id }
+
+// Outbox returns the queue the client's transport writes from.
+func (c *Client) Outbox() *Outbox { return c.out }
+
+// SetFormat changes how messages are encoded for the client from now on
+// (HELLO switching between RESP2 and RESP3).
+func (c *Client) SetFormat(f Format) { c.fmt.Store(&formatBox{f}) }
+
+func (c *Client) format() Format { return c.fmt.Load().f }
+
+// Subscribe adds a subscription of kind k (KindChannel, KindPattern,
+// KindShard, or KindSequenced for a live-only sequenced subscription) and
+// reports whether it is new. Subscribing twice is harmless.
+func (c *Client) Subscribe(k Kind, name string) bool {
+	s, added := c.add(k, name, nil)
+	if added {
+		c.b.reg.add(s)
+	}
+	return added
+}
+
+// SubscribeFrom adds a sequenced subscription to channel that resumes after
+// from: messages published while it replays history are held back, and the
+// returned CatchUp's Run replays the retained messages after from and then
+// switches the subscription to live delivery, without a gap or a duplicate at
+// the switch. It returns nil if the client already has a sequenced
+// subscription to channel.
+func (c *Client) SubscribeFrom(channel string, from Position) *CatchUp {
+	st := &seqState{catchingUp: true}
+	s, added := c.add(KindSequenced, channel, st)
+	if !added {
+		return nil
+	}
+	c.b.reg.add(s)
+	return &CatchUp{c: c, s: s, from: from}
+}
+
+func (c *Client) add(k Kind, name string, st *seqState) (*subscription, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, false
+	}
+	if c.subs[k] == nil {
+		c.subs[k] = make(map[string]*subscription)
+	}
+	if _, ok := c.subs[k][name]; ok {
+		return nil, false
+	}
+	if k == KindSequenced && st == nil {
+		st = &seqState{}
+	}
+	s := &subscription{client: c, kind: k, name: name, seq: st}
+	c.subs[k][name] = s
+	c.counts[k].Add(1)
+	return s, true
+}
+
+// Unsubscribe removes a subscription and reports whether it existed.
+func (c *Client) Unsubscribe(k Kind, name string) bool {
+	c.mu.Lock()
+	s, ok := c.subs[k][name]
+	if ok {
+		delete(c.subs[k], name)
+		c.counts[k].Add(-1)
+	}
+	c.mu.Unlock()
+	if ok {
+		c.b.reg.remove(s)
+	}
+	return ok
+}
+
+// Has reports whether the client has a subscription of kind k to name.
+func (c *Client) Has(k Kind, name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.subs[k][name]
+	return ok
+}
+
+// Subscriptions returns the names of the client's subscriptions of kind k,
+// sorted.
+func (c *Client) Subscriptions(k Kind) []string {
+	c.mu.Lock()
+	names := make([]string, 0, len(c.subs[k]))
+	for name := range c.subs[k] {
+		names = append(names, name)
+	}
+	c.mu.Unlock()
+	sort.Strings(names)
+	return names
+}
+
+// Count returns the number of the client's subscriptions of the given kinds.
+func (c *Client) Count(kinds ...Kind) int {
+	n := 0
+	for _, k := range kinds {
+		n += int(c.counts[k].Load())
+	}
+	return n
+}
+
+// Close removes every subscription and closes the outbox. It is idempotent.
+func (c *Client) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	var all []*subscription
+	for k := range c.subs {
+		for _, s := range c.subs[k] {
+			all = append(all, s)
+		}
+		c.subs[k] = nil
+		c.counts[k].Store(0)
+	}
+	c.mu.Unlock()
+	for _, s := range all {
+		c.b.reg.remove(s)
+	}
+	c.out.Close()
+	c.b.clients.Add(-1)
+}
+
+// CatchUp is a sequenced subscription's pending replay of history; see
+// Client.SubscribeFrom.
+type CatchUp struct {
+	c    *Client
+	s    *subscription
+	from Position
+}
+
+// Run replays the retained messages after the starting position, preceded
+// by a Resume frame saying whether the replay is complete, then delivers the
+// live messages that arrived meanwhile and leaves the subscription live. It
+// reads history in pages and waits for the client to take each page before
+// reading the next, so a long replay holds at most about two pages in
+// memory. If Run fails, the subscription still goes live, after a Resume
+// frame that says nothing was recovered.
+func (cu *CatchUp) Run(ctx context.Context) error {
+	err := cu.replay(ctx)
+	cu.goLive(err)
+	return err
+}
+
+func (cu *CatchUp) replay(ctx context.Context) error {
+	b, c, s := cu.c.b, cu.c, cu.s
+	st := s.seq // while catchingUp, only this goroutine touches st.pos
+	if b.log == nil {
+		return ErrNoLog
+	}
+	page := b.cfg.ReplayPage
+	h, err := b.log.History(Global, s.name, HistoryQuery{After: cu.from.Seq, Limit: page})
+	if err != nil {
+		return err
+	}
+	r := resumeFor(cu.from, h)
+	if h.Epoch != 0 && cu.from.Seq > r.From-1 {
+		// The position is not in this epoch's stream: replay from the
+		// oldest retained message instead.
+		if h, err = b.log.History(Global, s.name, HistoryQuery{After: r.From - 1, Limit: page}); err != nil {
+			return err
+		}
+	}
+	f := c.format()
+	if !c.out.Push(f.AppendResume(nil, s.name, r)) {
+		return c.out.Err()
+	}
+	st.pos = Position{Epoch: h.Epoch, Seq: r.From - 1}
+	if h.Epoch == 0 {
+		st.pos = Position{}
+	}
+	epoch := h.Epoch
+	for {
+		for _, m := range h.Messages {
+			if m.Seq <= st.pos.Seq {
+				continue
+			}
+			if !c.out.Push(m.frame(f, KindSequenced, "")) {
+				return c.out.Err()
+			}
+			st.pos.Seq = m.Seq
+		}
+		if len(h.Messages) < page || st.pos.Seq >= h.Last {
+			return nil
+		}
+		if err := c.out.WaitEmpty(ctx); err != nil {
+			return err
+		}
+		if h, err = b.log.History(Global, s.name, HistoryQuery{After: st.pos.Seq, Limit: page}); err != nil {
+			return err
+		}
+		if h.Epoch != epoch {
+			return nil // the channel was reset meanwhile; live delivery announces it
+		}
+	}
+}
+
+// goLive delivers the messages held back during the replay and switches the
+// subscription to live delivery.
+func (cu *CatchUp) goLive(replayErr error) {
+	b, s := cu.c.b, cu.s
+	sh := b.reg.shard(s.name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	st := s.seq
+	if replayErr != nil && cu.c.out.Err() == nil {
+		cu.c.out.Push(cu.c.format().AppendResume(nil, s.name, Resume{}))
+		st.pos = Position{}
+	}
+	for _, m := range st.pending {
+		b.pushSequenced(s, m)
+	}
+	st.pending = nil
+	st.pendingBytes = 0
+	st.catchingUp = false
+}
+
+// resumeFor decides how a stream resumed after from continues, given the
+// channel's history h.
+func resumeFor(from Position, h History) Resume {
+	r := Resume{Epoch: h.Epoch, Last: h.Last}
+	switch {
+	case h.Epoch == 0:
+		// The channel has no state: nothing was ever published, or it
+		// was forgotten. A client that saw nothing has missed nothing.
+		r.Recovered = from == Position{}
+		r.From = 1
+	case from.Epoch != 0 && from.Epoch != h.Epoch, from.Seq > h.Last:
+		r.From = h.First
+	case from.Seq+1 >= h.First:
+		r.Recovered = true
+		r.From = from.Seq + 1
+	default:
+		r.From = h.First
+	}
+	return r
+}

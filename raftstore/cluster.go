@@ -1,0 +1,173 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/hashicorp/raft"
+	"github.com/herald-broker/herald/broker"
+)
+
+// Status is a cluster as one node sees it.
+type Status struct {
+	NodeID       string
+	State        string // Leader, Follower, Candidate, Shutdown
+	LeaderID     string
+	LeaderAddr   string
+	Term         uint64
+	CommitIndex  uint64
+	AppliedIndex uint64
+	LastLogIndex uint64
+	Nodes        []Node
+}
+
+// Node is one member of the cluster configuration.
+type Node struct {
+	ID       string
+	Addr     string
+	Suffrage string // Voter, Nonvoter
+}
+
+// Status describes the cluster as this node sees it.
+func (s *Store) Status() Status {
+	addr, id := s.raft.LeaderWithID()
+	st := Status{
+		NodeID:       s.cfg.NodeID,
+		State:        s.raft.State().String(),
+		LeaderID:     string(id),
+		LeaderAddr:   string(addr),
+		Term:         s.raft.CurrentTerm(),
+		CommitIndex:  s.raft.CommitIndex(),
+		AppliedIndex: s.raft.AppliedIndex(),
+		LastLogIndex: s.raft.LastIndex(),
+	}
+	if f := s.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			st.Nodes = append(st.Nodes, Node{ID: string(srv.ID), Addr: string(srv.Address), Suffrage: srv.Suffrage.String()})
+		}
+	}
+	return st
+}
+
+// IsLeader reports whether this node is the leader.
+func (s *Store) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// AddNode adds a voter (or a non-voter, which receives the log but does not
+// vote) through the leader.
+func (s *Store) AddNode(ctx context.Context, id, addr string, voter bool) error {
+	if id == "" || addr == "" {
+		return errors.New("add node: id and address are required")
+	}
+	return s.changeMembership(ctx, id, addr, voter, false)
+}
+
+// RemoveNode removes a node through the leader.
+func (s *Store) RemoveNode(ctx context.Context, id string) error {
+	if id == "" {
+		return errors.New("remove node: id is required")
+	}
+	return s.changeMembership(ctx, id, "", false, true)
+}
+
+// changeMembership applies a membership change on the leader, or forwards
+// it there.
+func (s *Store) changeMembership(ctx context.Context, id, addr string, voter, remove bool) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommitTimeout)
+	defer cancel()
+	for {
+		leaderAddr, leaderID := s.raft.LeaderWithID()
+		var err error
+		switch {
+		case leaderID == raft.ServerID(s.cfg.NodeID) && s.raft.State() == raft.Leader:
+			var f raft.IndexFuture
+			switch {
+			case remove:
+				f = s.raft.RemoveServer(raft.ServerID(id), 0, 0)
+			case voter:
+				f = s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0)
+			default:
+				f = s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 0)
+			}
+			err = waitFuture(ctx, f)
+		case leaderAddr != "":
+			var payload []byte
+			typ := fwdRemove
+			payload = appendString(payload, []byte(id))
+			if !remove {
+				typ = fwdJoin
+				payload = appendString(payload, []byte(addr))
+				payload = append(payload, boolByte(voter))
+			}
+			_, err = s.callLeader(ctx, string(leaderAddr), typ, payload)
+		default:
+			err = errNotLeader
+		}
+		if !errors.Is(err, errNotLeader) {
+			if err != nil {
+				return fmt.Errorf("change membership (%s %s): %w", map[bool]string{true: "remove", false: "add"}[remove], id, err)
+			}
+			s.logger.Info("membership changed", "id", id, "addr", addr, "removed", remove, "voter", voter)
+			return nil
+		}
+		if err := s.waitLeaderChange(ctx, leaderAddr); err != nil {
+			return err
+		}
+	}
+}
+
+func waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return fromRaft(err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// String formats the status for logs.
+func (st Status) String() string {
+	return st.NodeID + " " + st.State + " leader=" + st.LeaderID + " term=" + strconv.FormatUint(st.Term, 10)
+}
+
+// Ready reports whether the node can serve consistently: it knows a leader
+// and has applied everything it knows to be committed.
+func (s *Store) Ready() error {
+	if addr, _ := s.raft.LeaderWithID(); addr == "" {
+		return errors.New("no leader")
+	}
+	if applied, commit := s.raft.AppliedIndex(), s.raft.CommitIndex(); applied < commit {
+		return fmt.Errorf("catching up: applied %d of %d", applied, commit)
+	}
+	return nil
+}
+
+// WaitReady waits until Ready reports nil or ctx ends.
+func (s *Store) WaitReady(ctx context.Context) error {
+	for {
+		ch := s.leaderWait.wait()
+		applied := s.fsm.appliedWait.wait()
+		err := s.Ready()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-applied:
+		case <-ctx.Done():
+			return fmt.Errorf("not ready: %w (%w)", err, ctx.Err())
+		case <-s.stop:
+			return broker.ErrClosed
+		}
+	}
+}

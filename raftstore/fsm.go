@@ -1,0 +1,460 @@
+package raftstore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/hashicorp/raft"
+	"github.com/herald-broker/herald/broker"
+)
+
+// expireBatchLimit bounds how many channels one log entry expires, so that a
+// burst of deadlines is spread over several entries instead of stalling one.
+// It is part of the state machine: every node must use the same value.
+const expireBatchLimit = 1000
+
+// fsm applies committed log entries to the channel state in Pebble and hands
+// each message to the broker for local fan-out.
+//
+// hashicorp/raft calls ApplyBatch, Snapshot and Restore from one goroutine,
+// so the fields below "owned by the apply goroutine" need no lock. Readers on
+// other goroutines (history, channel info) read Pebble directly: the state
+// and the applied index are committed in one batch, so any Pebble iterator
+// sees a consistent state.
+type fsm struct {
+	db      *pebble.DB
+	broker  *broker.Broker
+	logger  *slog.Logger
+	origin  string // tags the entries this process proposes
+	waiters *waiters
+
+	// Owned by the apply goroutine.
+	metas        map[chanKey]*channelMeta
+	policy       Policy
+	policyGen    uint64
+	applied      uint64
+	lastTs       int64 // leader time of the last applied entry; never decreases
+	nextDeadline int64 // no expiry index entry is earlier than this
+
+	// Copies for other goroutines, updated after each applied batch.
+	appliedIndex     atomic.Uint64
+	appliedTime      atomic.Int64
+	nextDeadlineCopy atomic.Int64
+	policyCopy       atomic.Pointer[Policy]
+	appliedWait      notifier
+}
+
+func newFSM(db *pebble.DB, b *broker.Broker, origin string, w *waiters, logger *slog.Logger) (*fsm, error) {
+	f := &fsm{db: db, broker: b, origin: origin, waiters: w, logger: logger}
+	if err := f.load(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// load reads the FSM's state from Pebble into memory.
+func (f *fsm) load() error {
+	f.metas = make(map[chanKey]*channelMeta)
+	f.policy = DefaultPolicy()
+	f.applied, f.lastTs = 0, 0
+	if v, closer, err := f.db.Get(fsmAppliedKey); err == nil {
+		if len(v) != 16 {
+			closer.Close()
+			return fmt.Errorf("load fsm: corrupt applied index")
+		}
+		f.applied = binary.BigEndian.Uint64(v)
+		f.lastTs = int64(binary.BigEndian.Uint64(v[8:]))
+		closer.Close()
+	} else if err != pebble.ErrNotFound {
+		return fmt.Errorf("load fsm: %w", err)
+	}
+	if v, closer, err := f.db.Get(fsmPolicyKey); err == nil {
+		cmd, derr := decodeCommand(append([]byte(nil), v...))
+		closer.Close()
+		if derr != nil {
+			return fmt.Errorf("load fsm policy: %w", derr)
+		}
+		f.policy = cmd.policy
+	} else if err != pebble.ErrNotFound {
+		return fmt.Errorf("load fsm: %w", err)
+	}
+	f.policyGen++
+	if err := f.loadMetas(); err != nil {
+		return err
+	}
+	f.nextDeadline = f.firstDeadline(f.db)
+	f.share()
+	return nil
+}
+
+// loadMetas reads every channel's meta, skipping over retained messages.
+func (f *fsm) loadMetas() error {
+	lower := []byte{prefixFSM, fsmChannel}
+	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixUpperBound(lower)})
+	if err != nil {
+		return fmt.Errorf("load channels: %w", err)
+	}
+	defer it.Close()
+	for valid := it.First(); valid; {
+		key, rest, err := parseChannelKey(it.Key())
+		if err != nil || len(rest) != 1 || rest[0] != chanMeta {
+			return fmt.Errorf("load channels: unexpected key %q", it.Key())
+		}
+		m, err := decodeMeta(it.Value())
+		if err != nil {
+			return fmt.Errorf("load channel %q: %w", key.name, err)
+		}
+		m.prefix = channelPrefix(key)
+		f.metas[key] = m
+		// Skip this channel's messages.
+		valid = it.SeekGE(append(append([]byte(nil), m.prefix...), chanMsg+1))
+	}
+	return it.Error()
+}
+
+// share makes the applied position visible to other goroutines.
+func (f *fsm) share() {
+	f.appliedIndex.Store(f.applied)
+	f.appliedTime.Store(f.lastTs)
+	f.nextDeadlineCopy.Store(f.nextDeadline)
+	p := f.policy
+	f.policyCopy.Store(&p)
+	f.appliedWait.notify()
+}
+
+// Apply implements raft.FSM.
+func (f *fsm) Apply(l *raft.Log) interface{} {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// outcome is what one applied entry produced, to report once the batch is
+// committed.
+type outcome struct {
+	batch   uint64 // set when this process proposed the entry
+	mine    bool
+	msgs    []*broker.Message
+	deleted bool
+	existed bool
+}
+
+// ApplyBatch implements raft.BatchingFSM. It applies the entries to one
+// Pebble batch and commits it together with the applied index, then fans
+// the messages out in log order, then reports to the waiting publishers.
+// Entries at or below the applied index (replayed after a restart) are
+// skipped.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
+	resps := make([]interface{}, len(logs))
+	b := f.db.NewIndexedBatch()
+	defer b.Close()
+	var outs []outcome
+	start := f.applied
+	for _, l := range logs {
+		if l.Index <= f.applied {
+			continue
+		}
+		if l.Type == raft.LogCommand {
+			if o, ok := f.applyCommand(b, l); ok {
+				outs = append(outs, o)
+			}
+		}
+		f.applied = l.Index
+	}
+	if f.applied == start {
+		return resps
+	}
+	var v [16]byte
+	binary.BigEndian.PutUint64(v[:8], f.applied)
+	binary.BigEndian.PutUint64(v[8:], uint64(f.lastTs))
+	if err := b.Set(fsmAppliedKey, v[:], nil); err != nil {
+		panic(fmt.Sprintf("raftstore: apply: %v", err))
+	}
+	// NoSync: the Raft log is synced, and entries above the durable applied
+	// index are applied again after a crash.
+	if err := b.Commit(pebble.NoSync); err != nil {
+		// The in-memory state is ahead of the disk: continuing would
+		// diverge from the other nodes.
+		panic(fmt.Sprintf("raftstore: commit applied state: %v", err))
+	}
+	for i := range outs {
+		f.report(&outs[i])
+	}
+	f.share()
+	return resps
+}
+
+// applyCommand applies one command entry to b.
+func (f *fsm) applyCommand(b *pebble.Batch, l *raft.Log) (outcome, bool) {
+	cmd, err := decodeCommand(l.Data)
+	if err != nil {
+		// Every node sees the same bytes and skips them alike.
+		f.logger.Error("skipping undecodable log entry", "index", l.Index, "err", err)
+		return outcome{}, false
+	}
+	f.lastTs = max(f.lastTs, cmd.time)
+	now := f.lastTs
+	f.expire(b, now)
+	o := outcome{batch: cmd.batch, mine: cmd.origin != "" && cmd.origin == f.origin}
+	switch cmd.typ {
+	case cmdPublish:
+		o.msgs = make([]*broker.Message, len(cmd.msgs))
+		for i, p := range cmd.msgs {
+			o.msgs[i] = f.applyPublish(b, p, now, l.Index)
+		}
+	case cmdDelete:
+		o.deleted = true
+		o.existed = f.deleteChannel(b, chanKey{cmd.msgs[0].Namespace, cmd.msgs[0].Channel})
+	case cmdPolicy:
+		f.setPolicy(b, cmd.policy, l.Data, now)
+	}
+	return o, true
+}
+
+// report fans an outcome's messages out and hands the results to the
+// waiting publisher, if it is on this node.
+func (f *fsm) report(o *outcome) {
+	var receipts []broker.Receipt
+	if o.mine {
+		receipts = make([]broker.Receipt, len(o.msgs))
+	}
+	for i, m := range o.msgs {
+		n := f.broker.Deliver(m)
+		if o.mine {
+			receipts[i] = broker.Receipt{Epoch: m.Epoch, Seq: m.Seq, Receivers: n}
+		}
+	}
+	if o.mine {
+		f.waiters.resolve(o.batch, result{receipts: receipts, existed: o.existed, index: f.applied})
+	}
+}
+
+// rule returns the retention rule of a channel under the current policy.
+func (f *fsm) rule(m *channelMeta, name string) Rule {
+	if m.ruleGen != f.policyGen {
+		m.rule = f.policy.ruleFor(name)
+		m.ruleGen = f.policyGen
+	}
+	return m.rule
+}
+
+// applyPublish assigns the channel's next sequence number, retains the
+// message as the rule says, and returns the message to deliver.
+func (f *fsm) applyPublish(b *pebble.Batch, p broker.Publish, now int64, index uint64) *broker.Message {
+	key := chanKey{p.Namespace, p.Channel}
+	m := f.metas[key]
+	if m == nil {
+		// A new channel, or a new life of a forgotten one: the entry's
+		// index is unique, so it makes a fresh epoch.
+		m = &channelMeta{epoch: index, created: now, firstSeq: 1, prefix: channelPrefix(key)}
+		f.metas[key] = m
+	}
+	m.lastSeq++
+	m.lastPub = now
+	r := f.rule(m, p.Channel)
+	size := int64(len(p.Payload))
+	if r.MaxCount > 0 && (r.MaxBytes == 0 || size <= r.MaxBytes) {
+		if m.count == 0 {
+			m.oldestTs = now
+		}
+		mustSet(b, msgKey(m.prefix, m.lastSeq), encodeMsgValue(now, p.Payload))
+		m.count++
+		m.bytes += size
+		f.trim(b, m, r.MaxCount, r.MaxBytes)
+	} else {
+		// Not retained. Older messages go too: history never has a hole.
+		f.trim(b, m, 0, 0)
+	}
+	f.schedule(b, key, m)
+	mustSet(b, metaKey(key), m.encode())
+	return &broker.Message{
+		Namespace: p.Namespace, Channel: p.Channel, Payload: p.Payload,
+		Epoch: m.epoch, Seq: m.lastSeq, Time: now,
+	}
+}
+
+// trim drops the oldest retained messages until at most maxCount remain
+// and, if maxBytes > 0, their payloads total at most maxBytes.
+func (f *fsm) trim(b *pebble.Batch, m *channelMeta, maxCount int, maxBytes int64) {
+	for m.count > 0 && (m.count > uint64(maxCount) || (maxBytes > 0 && m.bytes > maxBytes)) {
+		_, size, err := readMessage(b, m, m.firstSeq)
+		if err != nil {
+			panic(fmt.Sprintf("raftstore: trim: %v", err))
+		}
+		mustDelete(b, msgKey(m.prefix, m.firstSeq))
+		m.firstSeq++
+		m.count--
+		m.bytes -= size
+	}
+	if m.count == 0 {
+		m.firstSeq = m.lastSeq + 1
+		m.bytes = 0
+	}
+}
+
+// deadline returns when the channel next needs attention: its oldest
+// retained message expiring, or, with nothing retained, being forgotten.
+// Zero means never.
+func (f *fsm) deadline(m *channelMeta, r Rule) int64 {
+	switch {
+	case m.count > 0 && r.MaxAge > 0:
+		return m.oldestTs + r.MaxAge.Milliseconds()
+	case m.count == 0 && f.policy.IdleTTL > 0:
+		return m.lastPub + f.policy.IdleTTL.Milliseconds()
+	}
+	return 0
+}
+
+// schedule makes sure the channel sits in the expiry index no later than its
+// deadline. The index may hold an earlier time than the true deadline (it is
+// corrected when reached), which spares an index write on most publishes.
+func (f *fsm) schedule(b *pebble.Batch, key chanKey, m *channelMeta) {
+	d := f.deadline(m, m.rule)
+	if d == 0 || (m.indexed != 0 && m.indexed <= d) {
+		return
+	}
+	f.reindex(b, key, m, d)
+}
+
+func (f *fsm) reindex(b *pebble.Batch, key chanKey, m *channelMeta, d int64) {
+	if m.indexed != 0 {
+		mustDelete(b, expiryKey(m.indexed, key))
+	}
+	m.indexed = d
+	if d != 0 {
+		mustSet(b, expiryKey(d, key), nil)
+		f.nextDeadline = min(f.nextDeadline, d)
+	}
+}
+
+// expire handles the channels whose deadline has passed at time now: it
+// drops their messages older than the rule's age, forgets those idle long
+// enough, and files the rest under their next deadline.
+func (f *fsm) expire(b *pebble.Batch, now int64) {
+	if now < f.nextDeadline {
+		return
+	}
+	lower := []byte{prefixFSM, fsmExpiry}
+	type due struct {
+		deadline int64
+		key      chanKey
+	}
+	var list []due
+	it, err := b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: expiryKey(now+1, chanKey{})})
+	if err != nil {
+		panic(fmt.Sprintf("raftstore: expire: %v", err))
+	}
+	for valid := it.First(); valid && len(list) < expireBatchLimit; valid = it.Next() {
+		d, key, err := parseExpiryKey(it.Key())
+		if err != nil {
+			panic(fmt.Sprintf("raftstore: expire: %v", err))
+		}
+		list = append(list, due{d, key})
+	}
+	if err := it.Close(); err != nil {
+		panic(fmt.Sprintf("raftstore: expire: %v", err))
+	}
+	for _, e := range list {
+		m := f.metas[e.key]
+		if m == nil || m.indexed != e.deadline {
+			mustDelete(b, expiryKey(e.deadline, e.key)) // stale entry
+			continue
+		}
+		f.expireChannel(b, e.key, m, now)
+	}
+	f.nextDeadline = f.firstDeadline(b)
+}
+
+// firstDeadline returns the earliest deadline in the expiry index.
+func (f *fsm) firstDeadline(r pebble.Reader) int64 {
+	lower := []byte{prefixFSM, fsmExpiry}
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixUpperBound(lower)})
+	if err != nil {
+		panic(fmt.Sprintf("raftstore: expiry index: %v", err))
+	}
+	defer it.Close()
+	if !it.First() {
+		return math.MaxInt64
+	}
+	d, _, err := parseExpiryKey(it.Key())
+	if err != nil {
+		panic(fmt.Sprintf("raftstore: expiry index: %v", err))
+	}
+	return d
+}
+
+func (f *fsm) expireChannel(b *pebble.Batch, key chanKey, m *channelMeta, now int64) {
+	r := f.rule(m, key.name)
+	if r.MaxAge > 0 {
+		cutoff := now - r.MaxAge.Milliseconds()
+		for m.count > 0 {
+			ts, size, err := readMessage(b, m, m.firstSeq)
+			if err != nil {
+				panic(fmt.Sprintf("raftstore: expire: %v", err))
+			}
+			if ts > cutoff {
+				m.oldestTs = ts
+				break
+			}
+			mustDelete(b, msgKey(m.prefix, m.firstSeq))
+			m.firstSeq++
+			m.count--
+			m.bytes -= size
+		}
+	}
+	// Limits may have tightened since the last publish (a policy change).
+	f.trim(b, m, r.MaxCount, r.MaxBytes)
+	if m.count == 0 && f.policy.IdleTTL > 0 && m.lastPub+f.policy.IdleTTL.Milliseconds() <= now {
+		f.forget(b, key, m)
+		return
+	}
+	f.reindex(b, key, m, f.deadline(m, r))
+	mustSet(b, metaKey(key), m.encode())
+}
+
+// forget drops a channel's state; its next publish starts a new epoch.
+func (f *fsm) forget(b *pebble.Batch, key chanKey, m *channelMeta) {
+	f.trim(b, m, 0, 0)
+	if m.indexed != 0 {
+		mustDelete(b, expiryKey(m.indexed, key))
+	}
+	mustDelete(b, metaKey(key))
+	delete(f.metas, key)
+}
+
+// deleteChannel drops a channel's history and sequence (HERALD.DELETE) and
+// reports whether it had any state.
+func (f *fsm) deleteChannel(b *pebble.Batch, key chanKey) bool {
+	m := f.metas[key]
+	if m == nil {
+		return false
+	}
+	f.forget(b, key, m)
+	return true
+}
+
+// setPolicy replaces the retention policy and files every channel for a
+// visit at the next expiry pass, where the new limits are applied.
+func (f *fsm) setPolicy(b *pebble.Batch, p Policy, raw []byte, now int64) {
+	f.policy = p
+	f.policyGen++
+	mustSet(b, fsmPolicyKey, raw)
+	for key, m := range f.metas {
+		f.reindex(b, key, m, now+1)
+		mustSet(b, metaKey(key), m.encode())
+	}
+}
+
+func mustSet(b *pebble.Batch, k, v []byte) {
+	if err := b.Set(k, v, nil); err != nil {
+		panic(fmt.Sprintf("raftstore: batch set: %v", err))
+	}
+}
+
+func mustDelete(b *pebble.Batch, k []byte) {
+	if err := b.Delete(k, nil); err != nil {
+		panic(fmt.Sprintf("raftstore: batch delete: %v", err))
+	}
+}

@@ -1,0 +1,195 @@
+package raftstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/herald-broker/herald/broker"
+)
+
+// The FSM's keys, all under prefixFSM:
+//
+//	'a'                                   -> applied index, last time (fsmMetaKey)
+//	'p'                                   -> retention policy, as a cmdPolicy body
+//	'k' ns uvarint(len) channel 0x00      -> channel meta
+//	'k' ns uvarint(len) channel 0x01 seq  -> retained message: time (8 bytes) + payload
+//	'x' deadline ns uvarint(len) channel  -> expiry index (empty value)
+//
+// A channel's meta and messages share one prefix, so one iterator reads both
+// from the same point in time. The length prefix keeps one channel's keys
+// from ever being a prefix of another's.
+const (
+	fsmApplied byte = 'a'
+	fsmPolicy  byte = 'p'
+	fsmChannel byte = 'k'
+	fsmExpiry  byte = 'x'
+
+	chanMeta byte = 0x00
+	chanMsg  byte = 0x01
+)
+
+var (
+	fsmAppliedKey = []byte{prefixFSM, fsmApplied}
+	fsmPolicyKey  = []byte{prefixFSM, fsmPolicy}
+)
+
+// chanKey identifies a channel in memory.
+type chanKey struct {
+	ns   broker.Namespace
+	name string
+}
+
+// channelPrefix returns the prefix of every key of the channel.
+func channelPrefix(k chanKey) []byte {
+	b := make([]byte, 0, 3+binary.MaxVarintLen64+len(k.name)+9)
+	b = append(b, prefixFSM, fsmChannel, byte(k.ns))
+	b = binary.AppendUvarint(b, uint64(len(k.name)))
+	return append(b, k.name...)
+}
+
+func metaKey(k chanKey) []byte { return append(channelPrefix(k), chanMeta) }
+
+func msgKey(prefix []byte, seq uint64) []byte {
+	b := make([]byte, len(prefix), len(prefix)+9)
+	copy(b, prefix)
+	b = append(b, chanMsg)
+	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+func expiryKey(deadline int64, k chanKey) []byte {
+	b := make([]byte, 0, 11+binary.MaxVarintLen64+len(k.name))
+	b = append(b, prefixFSM, fsmExpiry)
+	b = binary.BigEndian.AppendUint64(b, uint64(deadline))
+	b = append(b, byte(k.ns))
+	b = binary.AppendUvarint(b, uint64(len(k.name)))
+	return append(b, k.name...)
+}
+
+// parseExpiryKey splits an expiry index key.
+func parseExpiryKey(key []byte) (int64, chanKey, error) {
+	if len(key) < 11 || key[0] != prefixFSM || key[1] != fsmExpiry {
+		return 0, chanKey{}, errors.New("not an expiry key")
+	}
+	deadline := int64(binary.BigEndian.Uint64(key[2:10]))
+	ns := broker.Namespace(key[10])
+	n, w := binary.Uvarint(key[11:])
+	if w <= 0 || uint64(len(key)-11-w) != n {
+		return 0, chanKey{}, errors.New("bad expiry key")
+	}
+	return deadline, chanKey{ns: ns, name: string(key[11+w:])}, nil
+}
+
+// parseChannelKey splits a channel key into the channel and the rest.
+func parseChannelKey(key []byte) (chanKey, []byte, error) {
+	if len(key) < 4 || key[0] != prefixFSM || key[1] != fsmChannel {
+		return chanKey{}, nil, errors.New("not a channel key")
+	}
+	ns := broker.Namespace(key[2])
+	n, w := binary.Uvarint(key[3:])
+	start := 3 + w
+	if w <= 0 || n > uint64(len(key)-start) {
+		return chanKey{}, nil, errors.New("bad channel key")
+	}
+	end := start + int(n)
+	return chanKey{ns: ns, name: string(key[start:end])}, key[end:], nil
+}
+
+// channelMeta is a channel's replicated state.
+type channelMeta struct {
+	epoch    uint64 // log index of the entry that created the channel
+	lastSeq  uint64
+	firstSeq uint64 // oldest retained; lastSeq+1 when nothing is retained
+	count    uint64 // retained messages
+	bytes    int64  // retained payload bytes
+	created  int64  // leader time, Unix ms
+	lastPub  int64
+	oldestTs int64 // time of the oldest retained message, or an earlier time
+	indexed  int64 // deadline under which the channel sits in the expiry index; 0 if none
+
+	// In memory only.
+	prefix  []byte // channelPrefix
+	ruleGen uint64 // policy generation rule was computed for
+	rule    Rule
+}
+
+func (m *channelMeta) encode() []byte {
+	b := make([]byte, 0, 9*binary.MaxVarintLen64)
+	b = binary.AppendUvarint(b, m.epoch)
+	b = binary.AppendUvarint(b, m.lastSeq)
+	b = binary.AppendUvarint(b, m.firstSeq)
+	b = binary.AppendUvarint(b, m.count)
+	b = binary.AppendVarint(b, m.bytes)
+	b = binary.AppendVarint(b, m.created)
+	b = binary.AppendVarint(b, m.lastPub)
+	b = binary.AppendVarint(b, m.oldestTs)
+	return binary.AppendVarint(b, m.indexed)
+}
+
+func decodeMeta(b []byte) (*channelMeta, error) {
+	m := &channelMeta{}
+	var ok = true
+	u := func(p *uint64) {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			ok = false
+			return
+		}
+		*p, b = v, b[n:]
+	}
+	s := func(p *int64) {
+		v, n := binary.Varint(b)
+		if n <= 0 {
+			ok = false
+			return
+		}
+		*p, b = v, b[n:]
+	}
+	u(&m.epoch)
+	u(&m.lastSeq)
+	u(&m.firstSeq)
+	u(&m.count)
+	s(&m.bytes)
+	s(&m.created)
+	s(&m.lastPub)
+	s(&m.oldestTs)
+	s(&m.indexed)
+	if !ok || len(b) != 0 {
+		return nil, errors.New("corrupt channel meta")
+	}
+	return m, nil
+}
+
+func (m *channelMeta) info() broker.ChannelInfo {
+	return broker.ChannelInfo{
+		Epoch: m.epoch, LastSeq: m.lastSeq, FirstSeq: m.firstSeq,
+		Retained: int(m.count), RetainedBytes: m.bytes,
+		Created: m.created, LastPublish: m.lastPub,
+	}
+}
+
+func encodeMsgValue(ts int64, payload []byte) []byte {
+	b := make([]byte, 8, 8+len(payload))
+	binary.BigEndian.PutUint64(b, uint64(ts))
+	return append(b, payload...)
+}
+
+func decodeMsgValue(v []byte) (ts int64, payload []byte, err error) {
+	if len(v) < 8 {
+		return 0, nil, errors.New("corrupt message value")
+	}
+	return int64(binary.BigEndian.Uint64(v)), v[8:], nil
+}
+
+// readMessage reads the time and size of a retained message, seeing the
+// writes of the batch being built.
+func readMessage(b *pebble.Batch, m *channelMeta, seq uint64) (ts int64, size int64, err error) {
+	v, closer, err := b.Get(msgKey(m.prefix, seq))
+	if err != nil {
+		return 0, 0, fmt.Errorf("read message %d: %w", seq, err)
+	}
+	defer closer.Close()
+	ts, payload, err := decodeMsgValue(v)
+	return ts, int64(len(payload)), err
+}

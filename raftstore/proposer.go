@@ -1,0 +1,263 @@
+package raftstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/herald-broker/herald/broker"
+)
+
+// A publish request waits in the proposer's queue until it is packed, with
+// whatever else is queued, into one log entry: group commit.
+type request struct {
+	msgs     []broker.Publish
+	bytes    int
+	receipts []broker.Receipt
+	err      error
+	done     chan struct{}
+}
+
+// runProposer packs queued publishes into log entries. It allows at most
+// MaxInflight entries in flight: while they commit, new requests queue up and
+// go out together in the next entry, so the busier the node, the larger its
+// entries and the fewer its fsyncs per message.
+func (s *Store) runProposer() {
+	defer s.wg.Done()
+	sem := make(chan struct{}, s.cfg.MaxInflight)
+	for {
+		var first *request
+		select {
+		case first = <-s.queue:
+		case <-s.stop:
+			return
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-s.stop:
+			finish([]*request{first}, nil, broker.ErrClosed)
+			return
+		}
+		batch := []*request{first}
+		n, size := len(first.msgs), first.bytes
+	gather:
+		for n < s.cfg.MaxBatchMessages && size < s.cfg.MaxBatchBytes {
+			select {
+			case r := <-s.queue:
+				batch = append(batch, r)
+				n += len(r.msgs)
+				size += r.bytes
+			default:
+				break gather
+			}
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-sem }()
+			s.commitBatch(batch, n)
+		}()
+	}
+}
+
+// commitBatch commits one entry holding every request of batch and hands
+// each request its receipts.
+func (s *Store) commitBatch(batch []*request, n int) {
+	msgs := make([]broker.Publish, 0, n)
+	for _, r := range batch {
+		msgs = append(msgs, r.msgs...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CommitTimeout)
+	defer cancel()
+	res, err := s.propose(ctx, func(id uint64) []byte { return encodePublish(s.origin, id, msgs) })
+	if err != nil {
+		finish(batch, nil, err)
+		return
+	}
+	finish(batch, res.receipts, nil)
+}
+
+func finish(batch []*request, receipts []broker.Receipt, err error) {
+	for _, r := range batch {
+		if err != nil {
+			r.err = err
+		} else {
+			r.receipts, receipts = receipts[:len(r.msgs):len(r.msgs)], receipts[len(r.msgs):]
+		}
+		close(r.done)
+	}
+}
+
+// propose commits the command encode returns for a new batch number, and
+// waits until this node has applied it. It retries while the node it
+// submits to turns out not to be the leader (nothing was appended then).
+func (s *Store) propose(ctx context.Context, encode func(batch uint64) []byte) (result, error) {
+	id, ch := s.waiters.add()
+	data := encode(id)
+	if err := s.submit(ctx, data); err != nil {
+		s.waiters.cancel(id)
+		return result{}, err
+	}
+	select {
+	case r := <-ch:
+		return r, r.err
+	case <-ctx.Done():
+		s.waiters.cancel(id)
+		return result{}, fmt.Errorf("%w: committed, but not applied on this node within %s", broker.ErrTimeout, s.cfg.CommitTimeout)
+	}
+}
+
+// submit gets data committed: applied through Raft on the leader, forwarded
+// to the leader from a follower.
+func (s *Store) submit(ctx context.Context, data []byte) error {
+	for {
+		leaderAddr, leaderID := s.raft.LeaderWithID()
+		var err error
+		switch {
+		case leaderID == raft.ServerID(s.cfg.NodeID) && s.raft.State() == raft.Leader:
+			_, err = s.applyAsLeader(ctx, data)
+		case leaderAddr != "":
+			_, err = s.callLeader(ctx, string(leaderAddr), fwdApply, data)
+		default:
+			err = errNotLeader
+		}
+		if !errors.Is(err, errNotLeader) {
+			return err
+		}
+		if err := s.waitLeaderChange(ctx, leaderAddr); err != nil {
+			return err
+		}
+	}
+}
+
+// applyAsLeader stamps data with the leader's time, appends it, and waits
+// until it is committed and applied here.
+func (s *Store) applyAsLeader(ctx context.Context, data []byte) (uint64, error) {
+	if err := stamp(data, time.Now().UnixMilli()); err != nil {
+		return 0, err
+	}
+	f := s.raft.Apply(data, 0)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return 0, fromRaft(err)
+		}
+		return f.Index(), nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: not committed within %s (it may still be)", broker.ErrTimeout, s.cfg.CommitTimeout)
+	}
+}
+
+// callLeader makes a forward call to the leader at addr.
+func (s *Store) callLeader(ctx context.Context, addr string, typ byte, payload []byte) ([]byte, error) {
+	res, err := s.fwd.call(ctx, addr, typ, payload)
+	if err == nil {
+		return res, nil
+	}
+	var re *remoteError
+	if errors.As(err, &re) {
+		return nil, fromRemote(err)
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("%w: leader %s did not answer within %s (the write may or may not be committed)", broker.ErrTimeout, addr, s.cfg.CommitTimeout)
+	}
+	if typ == fwdApply {
+		return nil, fmt.Errorf("%w: lost the connection to leader %s (the write may or may not be committed): %v", broker.ErrTimeout, addr, err)
+	}
+	// Nothing was done for reads and membership calls: try again, at
+	// the leader of the moment.
+	return nil, fmt.Errorf("%w: %v", errNotLeader, err)
+}
+
+// waitLeaderChange waits until the known leader differs from was, or ctx
+// ends. A node with no leader in sight for the whole wait reports
+// ErrNoQuorum.
+func (s *Store) waitLeaderChange(ctx context.Context, was raft.ServerAddress) error {
+	t := time.NewTicker(s.cfg.LeaderPoll)
+	defer t.Stop()
+	for {
+		ch := s.leaderWait.wait()
+		if addr, _ := s.raft.LeaderWithID(); addr != "" && addr != was {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			// A leader re-elected at the same address, or observations
+			// missed: look again.
+			if addr, _ := s.raft.LeaderWithID(); addr != "" {
+				return nil
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("%w: no leader reachable within %s", broker.ErrNoQuorum, s.cfg.CommitTimeout)
+		case <-s.stop:
+			return fmt.Errorf("%w: node is shutting down", broker.ErrNoQuorum)
+		}
+	}
+}
+
+// handleForward serves a follower's forward call on the leader.
+func (s *Store) handleForward(ctx context.Context, typ byte, payload []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommitTimeout)
+	defer cancel()
+	if s.raft.State() != raft.Leader {
+		return nil, errNotLeader
+	}
+	switch typ {
+	case fwdApply:
+		// payload is the follower's frame buffer, which is ours alone.
+		idx, err := s.applyAsLeader(ctx, payload)
+		if err != nil {
+			return nil, err
+		}
+		return binary.AppendUvarint(nil, idx), nil
+	case fwdReadIndex:
+		idx, err := s.leaderReadIndex(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return binary.AppendUvarint(nil, idx), nil
+	case fwdJoin:
+		d := decoder{b: payload}
+		id, addr := string(d.bytes()), string(d.bytes())
+		voter := len(d.b) == 1 && d.b[0] == 1
+		if d.err != nil || id == "" || addr == "" {
+			return nil, errors.New("malformed join request")
+		}
+		return nil, s.changeMembership(ctx, id, addr, voter, false)
+	case fwdRemove:
+		d := decoder{b: payload}
+		id := string(d.bytes())
+		if d.err != nil || id == "" {
+			return nil, errors.New("malformed remove request")
+		}
+		return nil, s.changeMembership(ctx, id, "", false, true)
+	}
+	return nil, fmt.Errorf("unknown forward call %d", typ)
+}
+
+// leaderReadIndex returns an index such that a node whose state machine has
+// applied it has seen every write acknowledged before the call. A barrier
+// entry gives that even on a leader elected a moment ago, whose commit index
+// may not yet cover its predecessor's last writes: once the barrier returns,
+// every command before it is applied here, and the state machine's applied
+// index (which counts commands, not barriers) is the answer.
+func (s *Store) leaderReadIndex(ctx context.Context) (uint64, error) {
+	f := s.raft.Barrier(0)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return 0, fromRaft(err)
+		}
+		return s.fsm.appliedIndex.Load(), nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: read barrier not committed within %s", broker.ErrNoQuorum, s.cfg.CommitTimeout)
+	}
+}

@@ -1,0 +1,535 @@
+package raftstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/hashicorp/raft"
+	"github.com/herald-broker/herald/broker"
+)
+
+// Peer is a member of a statically bootstrapped cluster.
+type Peer struct {
+	ID   string
+	Addr string
+}
+
+// Defaults for Config.
+const (
+	DefaultNodeID           = "n1"
+	DefaultRaftAddr         = "127.0.0.1:16379"
+	DefaultCommitTimeout    = 5 * time.Second
+	DefaultElectionTimeout  = time.Second
+	DefaultMaxBatchMessages = 4096
+	DefaultMaxBatchBytes    = 4 << 20
+	DefaultMaxInflight      = 16
+	DefaultTickInterval     = time.Second
+)
+
+// Config configures a Store. The zero value of each field means its
+// default.
+type Config struct {
+	// DataDir holds the Pebble database and Raft snapshots. Required.
+	DataDir string
+	// NodeID names this node in the cluster. Default "n1".
+	NodeID string
+	// RaftAddr is the address Raft and node-to-node calls listen on and
+	// the address other nodes reach this one at. Default 127.0.0.1:16379.
+	RaftAddr string
+	// Listener, if set, is used instead of listening on RaftAddr (tests
+	// listen on port 0 first); RaftAddr is then its address.
+	Listener net.Listener
+	// Peers bootstraps a new cluster with these members (this node among
+	// them). With no Peers and no Join, a new node bootstraps a cluster of
+	// its own. Ignored once the node has state.
+	Peers []Peer
+	// Join, if set, is the Raft address of a member: a new node asks it to
+	// be added instead of bootstrapping.
+	Join string
+	// Retention is the retention policy this node proposes when leader.
+	// Default DefaultPolicy().
+	Retention *Policy
+	// CommitTimeout bounds how long a publish waits to be committed and
+	// applied, including waiting for a leader. Default 5s.
+	CommitTimeout time.Duration
+	// ElectionTimeout is Raft's heartbeat and election timeout; the leader
+	// lease is half of it. Default 1s.
+	ElectionTimeout time.Duration
+	// SnapshotThreshold, SnapshotInterval and TrailingLogs tune Raft's
+	// snapshots and log truncation. Defaults: hashicorp/raft's (8192
+	// entries, 120s, 10240 entries).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
+	// MaxBatchMessages and MaxBatchBytes bound one log entry. Defaults
+	// 4096 messages, 4 MiB.
+	MaxBatchMessages int
+	MaxBatchBytes    int
+	// MaxInflight is how many entries the proposer keeps in flight.
+	// Default 16.
+	MaxInflight int
+	// TickInterval is how often the leader checks for expired history when
+	// nothing is published. Default 1s.
+	TickInterval time.Duration
+	// LeaderPoll is how often a node waiting for a leader looks again, on
+	// top of Raft's leader notifications. Default 50ms.
+	LeaderPoll time.Duration
+	// Logger receives the store's and Raft's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.NodeID == "" {
+		c.NodeID = DefaultNodeID
+	}
+	if c.RaftAddr == "" {
+		c.RaftAddr = DefaultRaftAddr
+	}
+	if c.Retention == nil {
+		p := DefaultPolicy()
+		c.Retention = &p
+	}
+	if c.CommitTimeout <= 0 {
+		c.CommitTimeout = DefaultCommitTimeout
+	}
+	if c.ElectionTimeout <= 0 {
+		c.ElectionTimeout = DefaultElectionTimeout
+	}
+	if c.MaxBatchMessages <= 0 {
+		c.MaxBatchMessages = DefaultMaxBatchMessages
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.TickInterval <= 0 {
+		c.TickInterval = DefaultTickInterval
+	}
+	if c.LeaderPoll <= 0 {
+		c.LeaderPoll = 50 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Store is Herald's replicated channel log: it implements broker.Log on
+// hashicorp/raft, with the Raft log, Raft's stable store and the channel
+// state in one Pebble database. Every node applies the committed log in
+// order and delivers each message to its own broker.
+type Store struct {
+	cfg    Config
+	logger *slog.Logger
+	origin string
+
+	db        *pebble.DB
+	logs      *logStore
+	snaps     *raft.FileSnapshotStore
+	mux       *mux
+	transport *raft.NetworkTransport
+	raft      *raft.Raft
+	fsm       *fsm
+	fwd       *fwdClient
+	waiters   *waiters
+
+	queue      chan *request
+	leaderWait notifier
+	observer   *raft.Observer
+	stop       chan struct{}
+	ctx        context.Context // ends at Close
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	closeErr   error
+}
+
+var _ broker.Log = (*Store)(nil)
+
+// Open opens (or creates) the store in cfg.DataDir, starts Raft, and joins
+// or bootstraps the cluster as configured. Messages committed from then on
+// are delivered to b. Open does not wait for a leader: publishes wait for
+// one, up to CommitTimeout.
+func Open(cfg Config, b *broker.Broker) (*Store, error) {
+	cfg = cfg.withDefaults()
+	if cfg.DataDir == "" {
+		return nil, errors.New("raftstore: no data directory")
+	}
+	s := &Store{
+		cfg:     cfg,
+		logger:  cfg.Logger.With("node", cfg.NodeID),
+		origin:  cfg.NodeID + "/" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		waiters: newWaiters(),
+		queue:   make(chan *request, 1024),
+		stop:    make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if err := s.open(b); err != nil {
+		s.cancel()
+		s.closeResources()
+		return nil, err
+	}
+	s.wg.Add(2)
+	go s.runProposer()
+	go s.runLeaderDuties()
+	return s, nil
+}
+
+func (s *Store) open(b *broker.Broker) error {
+	cfg := s.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	var err error
+	if s.db, err = openPebble(filepath.Join(cfg.DataDir, "pebble"), s.logger.With("module", "pebble")); err != nil {
+		return err
+	}
+	if s.logs, err = newLogStore(s.db); err != nil {
+		return err
+	}
+	hclogger := newHCLogger(s.logger, "raft")
+	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, hclogger); err != nil {
+		return fmt.Errorf("open snapshot store: %w", err)
+	}
+	if s.fsm, err = newFSM(s.db, b, s.origin, s.waiters, s.logger); err != nil {
+		return err
+	}
+
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.RaftAddr); err != nil {
+			return fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
+		}
+	}
+	s.cfg.RaftAddr = ln.Addr().String()
+	s.fwd = newFwdClient(cfg.ElectionTimeout)
+	s.mux = newMux(ln, func(c net.Conn) { serveForward(s.ctx, c, s.handleForward) }, s.logger)
+	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  raftLayer{s.mux},
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  hclogger,
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hclogger
+	rc.HeartbeatTimeout = cfg.ElectionTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.ElectionTimeout / 2
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	rc.NoLegacyTelemetry = true
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.SnapshotInterval > 0 {
+		rc.SnapshotInterval = cfg.SnapshotInterval
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+
+	if err := s.bootstrap(rc); err != nil {
+		return err
+	}
+	if s.raft, err = raft.NewRaft(rc, s.fsm, s.logs, s.logs, s.snaps, s.transport); err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	obs := make(chan raft.Observation, 16)
+	s.observer = raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	s.raft.RegisterObserver(s.observer)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			select {
+			case <-obs:
+				s.leaderWait.notify()
+			case <-s.stop:
+				return
+			}
+		}
+	}()
+	if cfg.Join != "" {
+		s.wg.Add(1)
+		go s.join()
+	}
+	return nil
+}
+
+// bootstrap writes the initial cluster configuration of a node without
+// state: the static peers, or this node alone, unless it is to join.
+func (s *Store) bootstrap(rc *raft.Config) error {
+	has, err := raft.HasExistingState(s.logs, s.logs, s.snaps)
+	if err != nil {
+		return fmt.Errorf("check raft state: %w", err)
+	}
+	if has || s.cfg.Join != "" {
+		return nil
+	}
+	var conf raft.Configuration
+	if len(s.cfg.Peers) == 0 {
+		conf.Servers = []raft.Server{{ID: rc.LocalID, Address: raft.ServerAddress(s.cfg.RaftAddr), Suffrage: raft.Voter}}
+	} else {
+		self := false
+		for _, p := range s.cfg.Peers {
+			conf.Servers = append(conf.Servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr), Suffrage: raft.Voter})
+			self = self || p.ID == s.cfg.NodeID
+		}
+		if !self {
+			return fmt.Errorf("node id %q is not among the peers", s.cfg.NodeID)
+		}
+	}
+	s.logger.Info("bootstrapping new cluster", "nodes", len(conf.Servers))
+	if err := raft.BootstrapCluster(rc, s.logs, s.logs, s.snaps, s.transport, conf); err != nil {
+		return fmt.Errorf("bootstrap cluster: %w", err)
+	}
+	return nil
+}
+
+// join asks the member at cfg.Join to add this node, until it succeeds or
+// the store closes.
+func (s *Store) join() {
+	defer s.wg.Done()
+	payload := appendString(nil, []byte(s.cfg.NodeID))
+	payload = appendString(payload, []byte(s.cfg.RaftAddr))
+	payload = append(payload, 1)
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CommitTimeout)
+		_, err := s.fwd.call(ctx, s.cfg.Join, fwdJoin, payload)
+		cancel()
+		if err == nil {
+			s.logger.Info("joined cluster", "via", s.cfg.Join)
+			return
+		}
+		s.logger.Warn("join failed; retrying", "via", s.cfg.Join, "err", err)
+		select {
+		case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 5*time.Second)):
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// runLeaderDuties does what only the leader does: propose the configured
+// retention policy when it differs from the one in force, and propose ticks
+// so that history expires when nothing is published.
+func (s *Store) runLeaderDuties() {
+	defer s.wg.Done()
+	var tick <-chan time.Time
+	var ticker *time.Ticker
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	leaderCh := s.raft.LeaderCh()
+	for {
+		select {
+		case isLeader := <-leaderCh:
+			if ticker != nil {
+				ticker.Stop()
+				ticker, tick = nil, nil
+			}
+			if isLeader {
+				ticker = time.NewTicker(s.cfg.TickInterval)
+				tick = ticker.C
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					s.proposePolicy()
+				}()
+			}
+		case <-tick:
+			if s.fsm.nextDeadlineCopy.Load() <= time.Now().UnixMilli() {
+				s.proposeTick()
+			}
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+func (s *Store) proposePolicy() {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CommitTimeout)
+	defer cancel()
+	// Wait until this leader has applied its predecessors' entries, so the
+	// comparison is with the policy in force.
+	if err := fromRaft(s.raft.Barrier(s.cfg.CommitTimeout).Error()); err != nil {
+		s.logger.Warn("cannot check retention policy", "err", err)
+		return
+	}
+	if s.fsm.policyCopy.Load().Equal(*s.cfg.Retention) {
+		return
+	}
+	s.logger.Info("proposing retention policy", "policy", s.cfg.Retention.String())
+	if _, err := s.propose(ctx, func(uint64) []byte { return encodePolicy(*s.cfg.Retention) }); err != nil {
+		s.logger.Warn("cannot set retention policy", "err", err)
+	}
+}
+
+func (s *Store) proposeTick() {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.CommitTimeout)
+	defer cancel()
+	if _, err := s.applyAsLeader(ctx, encodeTick()); err != nil && !errors.Is(err, errNotLeader) {
+		s.logger.Warn("tick failed", "err", err)
+	}
+}
+
+// Publish implements broker.Log. Concurrent calls are committed together.
+func (s *Store) Publish(ctx context.Context, msgs []broker.Publish) ([]broker.Receipt, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	r := &request{msgs: msgs, done: make(chan struct{})}
+	for i := range msgs {
+		r.bytes += len(msgs[i].Channel) + len(msgs[i].Payload)
+	}
+	select {
+	case s.queue <- r:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.stop:
+		return nil, broker.ErrClosed
+	}
+	select {
+	case <-r.done:
+		return r.receipts, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Delete implements broker.Log.
+func (s *Store) Delete(ctx context.Context, ns broker.Namespace, channel string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommitTimeout)
+	defer cancel()
+	res, err := s.propose(ctx, func(id uint64) []byte { return encodeDelete(s.origin, id, ns, channel) })
+	return res.existed, err
+}
+
+// Sync implements broker.Log: it learns from the leader an index covering
+// every write acknowledged so far and waits until this node has applied it.
+func (s *Store) Sync(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommitTimeout)
+	defer cancel()
+	for {
+		leaderAddr, leaderID := s.raft.LeaderWithID()
+		var idx uint64
+		var err error
+		switch {
+		case leaderID == raft.ServerID(s.cfg.NodeID) && s.raft.State() == raft.Leader:
+			idx, err = s.leaderReadIndex(ctx)
+		case leaderAddr != "":
+			var res []byte
+			if res, err = s.callLeader(ctx, string(leaderAddr), fwdReadIndex, nil); err == nil {
+				var n int
+				if idx, n = binary.Uvarint(res); n <= 0 {
+					err = errors.New("malformed read index")
+				}
+			}
+		default:
+			err = errNotLeader
+		}
+		if err == nil {
+			return s.fsm.waitApplied(ctx, idx)
+		}
+		if !errors.Is(err, errNotLeader) {
+			return err
+		}
+		if err := s.waitLeaderChange(ctx, leaderAddr); err != nil {
+			return err
+		}
+	}
+}
+
+// AppliedIndex returns the index of the last entry this node applied.
+func (s *Store) AppliedIndex() uint64 { return s.fsm.appliedIndex.Load() }
+
+// WaitApplied waits until this node has applied index.
+func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
+	return s.fsm.waitApplied(ctx, index)
+}
+
+// Addr returns the address Raft listens on.
+func (s *Store) Addr() string { return s.cfg.RaftAddr }
+
+// Close stops the node: it hands leadership to another voter if it has it,
+// fails queued publishes, shuts Raft down and closes the database.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		if s.raft != nil && s.raft.State() == raft.Leader && s.otherVoters() > 0 {
+			if err := s.raft.LeadershipTransfer().Error(); err != nil {
+				s.logger.Warn("leadership transfer failed", "err", err)
+			}
+		}
+		close(s.stop)
+		s.cancel()
+		if s.raft != nil {
+			s.raft.DeregisterObserver(s.observer)
+			if err := s.raft.Shutdown().Error(); err != nil {
+				s.closeErr = err
+			}
+		}
+		s.wg.Wait()
+		for {
+			select {
+			case r := <-s.queue:
+				finish([]*request{r}, nil, broker.ErrClosed)
+				continue
+			default:
+			}
+			break
+		}
+		if err := s.closeResources(); err != nil && s.closeErr == nil {
+			s.closeErr = err
+		}
+	})
+	return s.closeErr
+}
+
+func (s *Store) closeResources() error {
+	if s.transport != nil {
+		s.transport.Close()
+	}
+	if s.mux != nil {
+		s.mux.close()
+	}
+	if s.fwd != nil {
+		s.fwd.close()
+	}
+	if s.db != nil {
+		return s.db.Close()
+	}
+	return nil
+}
+
+func (s *Store) otherVoters() int {
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	n := 0
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter && srv.ID != raft.ServerID(s.cfg.NodeID) {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,211 @@
+package resp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-broker/herald/broker"
+	"github.com/tidwall/redcon"
+)
+
+// conn is one client connection. Its reader goroutine (serve) parses and runs
+// commands and queues their replies in the client's outbox; its writer
+// goroutine (writeLoop) drains the outbox to the socket. Messages from the
+// broker go into the same outbox, so replies and pushes are written in the
+// order they were queued.
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	cl  *broker.Client
+	out *broker.Outbox
+	id  uint64
+
+	ctx      context.Context // ends when the connection does
+	cancel   context.CancelFunc
+	stopping atomic.Bool // server shutdown: finish the current commands and close
+
+	// Owned by the reader goroutine.
+	rep       reply
+	authed    bool
+	replyOff  bool // CLIENT REPLY OFF
+	replySkip bool // CLIENT REPLY SKIP: suppress the next command's reply
+	suppress  bool // the running command's reply is suppressed
+	publishes []pendingPublish
+
+	// Shown by CLIENT LIST and INFO; guarded by mu.
+	mu         sync.Mutex
+	name       string
+	libName    string
+	libVer     string
+	db         int
+	proto      int
+	lastCmd    string
+	lastActive time.Time
+	created    time.Time
+	addr       string
+	laddr      string
+}
+
+// pendingPublish is a PUBLISH waiting to be committed together with the
+// publishes that follow it in the same pipeline.
+type pendingPublish struct {
+	msg      broker.Publish
+	herald   bool // HERALD.PUBLISH: reply with the position too
+	suppress bool // CLIENT REPLY OFF or SKIP was in effect
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{
+		srv:     s,
+		nc:      nc,
+		proto:   2,
+		authed:  s.cfg.RequirePass == "",
+		created: time.Now(),
+		addr:    nc.RemoteAddr().String(),
+		laddr:   nc.LocalAddr().String(),
+	}
+	c.lastActive = c.created
+	c.rep.proto = 2
+	c.cl = s.broker.NewClient(formatRESP2)
+	c.out = c.cl.Outbox()
+	c.id = c.cl.ID()
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c
+}
+
+// serve runs the connection until it ends.
+func (c *conn) serve() {
+	writerDone := make(chan struct{})
+	go func() {
+		c.writeLoop()
+		close(writerDone)
+	}()
+	err := c.readLoop()
+	c.cancel()
+	var pe *protocolError
+	switch {
+	case errors.As(err, &pe):
+		c.rep.err("ERR " + pe.Error())
+		c.flushReplies()
+		c.out.CloseWhenDrained()
+	case err == nil, errors.Is(err, errQuit):
+		// QUIT, or the client closed its side: write what is queued
+		// (a client may half-close after sending its last command).
+		c.out.CloseWhenDrained()
+	case errors.Is(err, errQueryBufferLimit):
+		c.srv.cfg.Logger.Warn("closing client that reached max query buffer length", "remote", c.addr, "client", c.id)
+		c.out.Close()
+	default:
+		c.out.Close()
+	}
+	<-writerDone
+	c.nc.Close()
+	c.cl.Close()
+	c.srv.forget(c)
+}
+
+var errQuit = errors.New("quit")
+
+func (c *conn) readLoop() error {
+	rd := redcon.NewReader(newGuard(c.nc, int64(c.srv.cfg.ProtoMaxBulkLen), int64(c.srv.cfg.MaxQueryBuffer)))
+	for {
+		cmds, err := rd.ReadCommands()
+		if err != nil && c.stopping.Load() {
+			return errQuit
+		}
+		if err != nil {
+			if strings.HasPrefix(err.Error(), "Protocol error: ") {
+				// redcon's own framing errors carry Redis's text.
+				return &protocolError{strings.TrimPrefix(err.Error(), "Protocol error: ")}
+			}
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+		for _, cmd := range cmds {
+			if err := c.exec(cmd.Args); err != nil {
+				c.flushPublishes()
+				c.flushReplies()
+				return err
+			}
+		}
+		c.flushPublishes()
+		c.flushReplies()
+		if c.out.Err() != nil {
+			return nil // closed by the writer: slow consumer, write error, CLIENT KILL
+		}
+	}
+}
+
+// writeLoop writes what the outbox holds, a batch at a time, until the
+// outbox closes or a write fails.
+func (c *conn) writeLoop() {
+	defer c.cancel()
+	var frames [][]byte
+	for {
+		var err error
+		// No done channel: the writer stops only when the outbox closes, so
+		// a clean close writes everything queued first.
+		frames, err = c.out.Next(nil, frames[:0])
+		if len(frames) > 0 {
+			c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+			bufs := net.Buffers(frames)
+			if _, werr := bufs.WriteTo(c.nc); werr != nil {
+				c.out.Close()
+				c.nc.Close()
+				return
+			}
+			clear(frames)
+		}
+		if err != nil {
+			if errors.Is(err, broker.ErrSlowConsumer) {
+				c.srv.cfg.Logger.Info("client disconnected: output buffer limit", "remote", c.addr, "client", c.id)
+			}
+			c.nc.Close() // also ends the reader, if it still runs
+			return
+		}
+	}
+}
+
+// closeGracefully ends the connection once the commands it is running have
+// been answered and everything queued for it has been written: the reader
+// stops at its next read, and serve closes the outbox when drained.
+func (c *conn) closeGracefully() {
+	c.stopping.Store(true)
+	c.nc.SetReadDeadline(time.Now())
+}
+
+// kill ends the connection at once (CLIENT KILL).
+func (c *conn) kill() {
+	c.out.Close()
+	c.nc.Close()
+}
+
+// flushReplies queues the replies built so far.
+func (c *conn) flushReplies() {
+	if len(c.rep.b) == 0 {
+		return
+	}
+	c.out.PushReply(c.rep.b)
+	c.rep.b = nil
+}
+
+// setProto switches the connection between RESP2 and RESP3.
+func (c *conn) setProto(p int) {
+	c.rep.proto = p
+	c.mu.Lock()
+	c.proto = p
+	c.mu.Unlock()
+	c.cl.SetFormat(formatFor(p))
+}
+
+func (c *conn) subscribed() bool {
+	return c.cl.Count(broker.KindChannel, broker.KindPattern, broker.KindShard, broker.KindSequenced) > 0
+}
