@@ -26,10 +26,18 @@ deps:
 	@missing=""; \
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	/usr/bin/python3 -c 'import redis' >/dev/null 2>&1 || missing="$$missing python3 python3-redis"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@# Client libraries for the compatibility tests (node-redis, ioredis),
+	@# pinned by the lock file; reinstalled when the lock file changes.
+	@if [ ! resp/testdata/clients/node_modules/.package-lock.json -nt resp/testdata/clients/package-lock.json ]; then \
+		cd resp/testdata/clients && npm ci --no-audit --no-fund; \
 	fi
 
 test: deps lint

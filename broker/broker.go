@@ -188,6 +188,22 @@ func (b *Broker) pushSequenced(s *subscription, m *Message) bool {
 	return true
 }
 
+// Receivers returns how many of this node's subscriptions a message
+// published to channel in ns would reach now, counted as Deliver counts.
+func (b *Broker) Receivers(ns Namespace, channel string) int {
+	n := b.reg.numSub(ns, channel)
+	if ns == Global {
+		b.reg.patMu.RLock()
+		for _, p := range b.reg.patList {
+			if Match(p, channel) {
+				n += len(b.reg.patterns[p].subs)
+			}
+		}
+		b.reg.patMu.RUnlock()
+	}
+	return n
+}
+
 // Channels returns the channels of ns that have subscribers and match
 // pattern ("" matches every channel), sorted (PUBSUB CHANNELS and
 // SHARDCHANNELS).

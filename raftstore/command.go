@@ -28,11 +28,10 @@ type commandType byte
 
 const (
 	// cmdPublish appends messages to channels.
-	//	origin string, batch uvarint, count uvarint,
-	//	count × (namespace byte, channel string, payload string)
+	//	count uvarint, count × (namespace byte, channel string, payload string)
 	cmdPublish commandType = 1
 	// cmdDelete drops a channel's history and sequence.
-	//	origin string, batch uvarint, namespace byte, channel string
+	//	namespace byte, channel string
 	cmdDelete commandType = 2
 	// cmdTick carries only the time: it lets the FSM expire retained
 	// messages and forget idle channels when nothing is published.
@@ -55,9 +54,7 @@ var errCorrupt = errors.New("corrupt command")
 // command is a decoded log entry.
 type command struct {
 	typ    commandType
-	time   int64 // Unix milliseconds
-	origin string
-	batch  uint64
+	time   int64            // Unix milliseconds
 	msgs   []broker.Publish // cmdPublish; cmdDelete uses msgs[0] without payload
 	policy Policy           // cmdPolicy
 }
@@ -74,15 +71,13 @@ func appendString(dst []byte, s []byte) []byte {
 
 // encodePublish encodes a cmdPublish entry. Its time is left zero for the
 // leader to stamp.
-func encodePublish(origin string, batch uint64, msgs []broker.Publish) []byte {
-	n := headerLen + len(origin) + 20
+func encodePublish(msgs []broker.Publish) []byte {
+	n := headerLen + 10
 	for i := range msgs {
 		n += 1 + len(msgs[i].Channel) + len(msgs[i].Payload) + 10
 	}
 	b := make([]byte, 0, n)
 	b = appendHeader(b, cmdPublish, 0)
-	b = appendString(b, []byte(origin))
-	b = binary.AppendUvarint(b, batch)
 	b = binary.AppendUvarint(b, uint64(len(msgs)))
 	for i := range msgs {
 		b = append(b, byte(msgs[i].Namespace))
@@ -93,10 +88,8 @@ func encodePublish(origin string, batch uint64, msgs []broker.Publish) []byte {
 }
 
 // encodeDelete encodes a cmdDelete entry.
-func encodeDelete(origin string, batch uint64, ns broker.Namespace, channel string) []byte {
+func encodeDelete(ns broker.Namespace, channel string) []byte {
 	b := appendHeader(nil, cmdDelete, 0)
-	b = appendString(b, []byte(origin))
-	b = binary.AppendUvarint(b, batch)
 	b = append(b, byte(ns))
 	return appendString(b, []byte(channel))
 }
@@ -141,8 +134,6 @@ func decodeCommand(data []byte) (*command, error) {
 	d.b = data[headerLen:]
 	switch c.typ {
 	case cmdPublish:
-		c.origin = string(d.bytes())
-		c.batch = d.uvarint()
 		n := d.uvarint()
 		if n > uint64(len(d.b)) { // each message takes at least one byte
 			return nil, fmt.Errorf("%w: %d messages in %d bytes", errCorrupt, n, len(d.b))
@@ -154,8 +145,6 @@ func decodeCommand(data []byte) (*command, error) {
 			c.msgs = append(c.msgs, broker.Publish{Namespace: ns, Channel: ch, Payload: d.bytes()})
 		}
 	case cmdDelete:
-		c.origin = string(d.bytes())
-		c.batch = d.uvarint()
 		ns := d.namespace()
 		c.msgs = []broker.Publish{{Namespace: ns, Channel: string(d.bytes())}}
 	case cmdTick:

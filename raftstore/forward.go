@@ -39,6 +39,10 @@ const (
 // errNotLeader means the node called is not the leader, and did nothing.
 var errNotLeader = errors.New("not the leader")
 
+// errNotSent means a forward call failed before any of its request reached
+// the wire (the dial failed): it certainly had no effect.
+var errNotSent = errors.New("request not sent")
+
 // remoteError is an error a forward call returned.
 type remoteError struct {
 	code byte
@@ -108,7 +112,7 @@ func (c *fwdClient) conn(ctx context.Context, addr string) (*fwdConn, error) {
 	}
 	nc, err := dialStream(ctx, addr, streamForward, c.dialTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, fmt.Errorf("%w: dial %s: %v", errNotSent, addr, err)
 	}
 	fc = &fwdConn{nc: nc, bw: bufio.NewWriter(nc), pending: make(map[uint64]chan fwdResult)}
 	c.mu.Lock()

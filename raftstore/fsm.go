@@ -26,11 +26,9 @@ const expireBatchLimit = 1000
 // and the applied index are committed in one batch, so any Pebble iterator
 // sees a consistent state.
 type fsm struct {
-	db      *pebble.DB
-	broker  *broker.Broker
-	logger  *slog.Logger
-	origin  string // tags the entries this process proposes
-	waiters *waiters
+	db     *pebble.DB
+	broker *broker.Broker
+	logger *slog.Logger
 
 	// Owned by the apply goroutine.
 	metas        map[chanKey]*channelMeta
@@ -48,8 +46,8 @@ type fsm struct {
 	appliedWait      notifier
 }
 
-func newFSM(db *pebble.DB, b *broker.Broker, origin string, w *waiters, logger *slog.Logger) (*fsm, error) {
-	f := &fsm{db: db, broker: b, origin: origin, waiters: w, logger: logger}
+func newFSM(db *pebble.DB, b *broker.Broker, logger *slog.Logger) (*fsm, error) {
+	f := &fsm{db: db, broker: b, logger: logger}
 	if err := f.load(); err != nil {
 		return nil, err
 	}
@@ -131,19 +129,25 @@ func (f *fsm) Apply(l *raft.Log) interface{} {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// outcome is what one applied entry produced, to report once the batch is
-// committed.
+// applyResult is what applying one command entry produced. It is the
+// response hashicorp/raft hands to the leader's Apply future, which the
+// leader passes on to a follower that forwarded the entry.
+type applyResult struct {
+	receipts []broker.Receipt // cmdPublish: one per message
+	existed  bool             // cmdDelete: the channel had state
+}
+
+// outcome is what one applied entry produced, to deliver and report once
+// the batch is committed.
 type outcome struct {
-	batch   uint64 // set when this process proposed the entry
-	mine    bool
+	pos     int // index of the entry in the ApplyBatch call
 	msgs    []*broker.Message
-	deleted bool
 	existed bool
 }
 
 // ApplyBatch implements raft.BatchingFSM. It applies the entries to one
 // Pebble batch and commits it together with the applied index, then fans
-// the messages out in log order, then reports to the waiting publishers.
+// the messages out in log order, and returns each entry's *applyResult.
 // Entries at or below the applied index (replayed after a restart) are
 // skipped.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
@@ -152,12 +156,13 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	defer b.Close()
 	var outs []outcome
 	start := f.applied
-	for _, l := range logs {
+	for i, l := range logs {
 		if l.Index <= f.applied {
 			continue
 		}
 		if l.Type == raft.LogCommand {
 			if o, ok := f.applyCommand(b, l); ok {
+				o.pos = i
 				outs = append(outs, o)
 			}
 		}
@@ -179,8 +184,8 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 		// diverge from the other nodes.
 		panic(fmt.Sprintf("raftstore: commit applied state: %v", err))
 	}
-	for i := range outs {
-		f.report(&outs[i])
+	for _, o := range outs {
+		resps[o.pos] = f.deliver(o)
 	}
 	f.share()
 	return resps
@@ -197,7 +202,7 @@ func (f *fsm) applyCommand(b *pebble.Batch, l *raft.Log) (outcome, bool) {
 	f.lastTs = max(f.lastTs, cmd.time)
 	now := f.lastTs
 	f.expire(b, now)
-	o := outcome{batch: cmd.batch, mine: cmd.origin != "" && cmd.origin == f.origin}
+	var o outcome
 	switch cmd.typ {
 	case cmdPublish:
 		o.msgs = make([]*broker.Message, len(cmd.msgs))
@@ -205,7 +210,6 @@ func (f *fsm) applyCommand(b *pebble.Batch, l *raft.Log) (outcome, bool) {
 			o.msgs[i] = f.applyPublish(b, p, now, l.Index)
 		}
 	case cmdDelete:
-		o.deleted = true
 		o.existed = f.deleteChannel(b, chanKey{cmd.msgs[0].Namespace, cmd.msgs[0].Channel})
 	case cmdPolicy:
 		f.setPolicy(b, cmd.policy, l.Data, now)
@@ -213,22 +217,17 @@ func (f *fsm) applyCommand(b *pebble.Batch, l *raft.Log) (outcome, bool) {
 	return o, true
 }
 
-// report fans an outcome's messages out and hands the results to the
-// waiting publisher, if it is on this node.
-func (f *fsm) report(o *outcome) {
-	var receipts []broker.Receipt
-	if o.mine {
-		receipts = make([]broker.Receipt, len(o.msgs))
+// deliver fans an outcome's messages out to this node's subscribers and
+// returns its result.
+func (f *fsm) deliver(o outcome) *applyResult {
+	r := &applyResult{existed: o.existed}
+	if len(o.msgs) > 0 {
+		r.receipts = make([]broker.Receipt, len(o.msgs))
 	}
 	for i, m := range o.msgs {
-		n := f.broker.Deliver(m)
-		if o.mine {
-			receipts[i] = broker.Receipt{Epoch: m.Epoch, Seq: m.Seq, Receivers: n}
-		}
+		r.receipts[i] = broker.Receipt{Epoch: m.Epoch, Seq: m.Seq, Receivers: f.broker.Deliver(m)}
 	}
-	if o.mine {
-		f.waiters.resolve(o.batch, result{receipts: receipts, existed: o.existed, index: f.applied})
-	}
+	return r
 }
 
 // rule returns the retention rule of a channel under the current policy.

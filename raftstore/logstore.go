@@ -50,12 +50,13 @@ import (
 type logStore struct {
 	db *pebble.DB
 
-	// mu serialises StoreLogs and DeleteRange, so that first and last always
-	// describe the log as of the latest committed write.
+	// mu serialises StoreLogs and DeleteRange, so that each sees first and
+	// last as the previous one left them.
 	mu sync.Mutex
 
 	// first and last are the lowest and highest stored indexes, both 0 when
-	// the log is empty. Written under mu after a commit; read without it.
+	// the log is empty. Written under mu (raised after a store commits,
+	// lowered before a delete commits); read without it.
 	first atomic.Uint64
 	last  atomic.Uint64
 }
@@ -173,9 +174,11 @@ func (s *logStore) StoreLogs(logs []*raft.Log) error {
 
 // DeleteRange deletes the entries from lo to hi inclusive, clamped to the
 // stored [FirstIndex, LastIndex], in one synced batch. It writes a point
-// delete for each entry present (no range tombstone: see the package notes
-// on queue-like prefixes), so a range spanning a gap costs only the entries
-// that exist. Deleting every entry leaves FirstIndex and LastIndex at 0.
+// delete for each entry present, found by a bounded scan, so a range that
+// spans a gap costs only the entries that exist. It writes no range
+// tombstone: frequent small ones over a queue-like prefix such as the log
+// fragment and slow Pebble down. Deleting every entry leaves FirstIndex and
+// LastIndex at 0.
 func (s *logStore) DeleteRange(lo, hi uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -72,10 +72,21 @@ func (s *Store) commitBatch(batch []*request, n int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CommitTimeout)
 	defer cancel()
-	res, err := s.propose(ctx, func(id uint64) []byte { return encodePublish(s.origin, id, msgs) })
+	res, local, err := s.propose(ctx, encodePublish(msgs))
+	if err == nil && len(res.receipts) != len(msgs) {
+		err = fmt.Errorf("commit: %d receipts for %d messages", len(res.receipts), len(msgs))
+	}
 	if err != nil {
 		finish(batch, nil, err)
 		return
+	}
+	if !local {
+		// Committed by the leader, which counted its own subscribers:
+		// count this node's, which will receive the messages as soon as
+		// this node applies them.
+		for i := range msgs {
+			res.receipts[i].Receivers = s.fsm.broker.Receivers(msgs[i].Namespace, msgs[i].Channel)
+		}
 	}
 	finish(batch, res.receipts, nil)
 }
@@ -91,53 +102,40 @@ func finish(batch []*request, receipts []broker.Receipt, err error) {
 	}
 }
 
-// propose commits the command encode returns for a new batch number, and
-// waits until this node has applied it. It retries while the node it
-// submits to turns out not to be the leader (nothing was appended then).
-func (s *Store) propose(ctx context.Context, encode func(batch uint64) []byte) (result, error) {
-	id, ch := s.waiters.add()
-	data := encode(id)
-	if err := s.submit(ctx, data); err != nil {
-		s.waiters.cancel(id)
-		return result{}, err
-	}
-	select {
-	case r := <-ch:
-		return r, r.err
-	case <-ctx.Done():
-		s.waiters.cancel(id)
-		return result{}, fmt.Errorf("%w: committed, but not applied on this node within %s", broker.ErrTimeout, s.cfg.CommitTimeout)
-	}
-}
-
-// submit gets data committed: applied through Raft on the leader, forwarded
-// to the leader from a follower.
-func (s *Store) submit(ctx context.Context, data []byte) error {
+// propose gets data committed, through Raft on the leader or forwarded to
+// the leader from a follower, and returns the result of applying it on the
+// leader; local reports whether that was this node. It retries while the
+// node it submits to turns out not to be the leader (nothing was appended
+// then).
+func (s *Store) propose(ctx context.Context, data []byte) (res *applyResult, local bool, err error) {
 	for {
 		leaderAddr, leaderID := s.raft.LeaderWithID()
-		var err error
 		switch {
 		case leaderID == raft.ServerID(s.cfg.NodeID) && s.raft.State() == raft.Leader:
-			_, err = s.applyAsLeader(ctx, data)
+			res, err = s.applyAsLeader(ctx, data)
+			local = true
 		case leaderAddr != "":
-			_, err = s.callLeader(ctx, string(leaderAddr), fwdApply, data)
+			var b []byte
+			if b, err = s.callLeader(ctx, string(leaderAddr), fwdApply, data); err == nil {
+				res, err = decodeApplyResult(b)
+			}
 		default:
 			err = errNotLeader
 		}
 		if !errors.Is(err, errNotLeader) {
-			return err
+			return res, local, err
 		}
 		if err := s.waitLeaderChange(ctx, leaderAddr); err != nil {
-			return err
+			return nil, false, err
 		}
 	}
 }
 
 // applyAsLeader stamps data with the leader's time, appends it, and waits
 // until it is committed and applied here.
-func (s *Store) applyAsLeader(ctx context.Context, data []byte) (uint64, error) {
+func (s *Store) applyAsLeader(ctx context.Context, data []byte) (*applyResult, error) {
 	if err := stamp(data, time.Now().UnixMilli()); err != nil {
-		return 0, err
+		return nil, err
 	}
 	f := s.raft.Apply(data, 0)
 	done := make(chan error, 1)
@@ -145,11 +143,15 @@ func (s *Store) applyAsLeader(ctx context.Context, data []byte) (uint64, error) 
 	select {
 	case err := <-done:
 		if err != nil {
-			return 0, fromRaft(err)
+			return nil, fromRaft(err)
 		}
-		return f.Index(), nil
+		res, ok := f.Response().(*applyResult)
+		if !ok {
+			return nil, fmt.Errorf("entry %d was not applied as a command", f.Index())
+		}
+		return res, nil
 	case <-ctx.Done():
-		return 0, fmt.Errorf("%w: not committed within %s (it may still be)", broker.ErrTimeout, s.cfg.CommitTimeout)
+		return nil, fmt.Errorf("%w: not committed within %s (it may still be)", broker.ErrTimeout, s.cfg.CommitTimeout)
 	}
 }
 
@@ -162,6 +164,10 @@ func (s *Store) callLeader(ctx context.Context, addr string, typ byte, payload [
 	var re *remoteError
 	if errors.As(err, &re) {
 		return nil, fromRemote(err)
+	}
+	if errors.Is(err, errNotSent) {
+		// The leader we knew is unreachable: wait for the next one.
+		return nil, fmt.Errorf("%w: %v", errNotLeader, err)
 	}
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("%w: leader %s did not answer within %s (the write may or may not be committed)", broker.ErrTimeout, addr, s.cfg.CommitTimeout)
@@ -201,22 +207,27 @@ func (s *Store) waitLeaderChange(ctx context.Context, was raft.ServerAddress) er
 	}
 }
 
-// handleForward serves a follower's forward call on the leader.
+// handleForward serves a forward call. Commits and read positions need the
+// leader; membership changes are passed on to it from any member, so a new
+// node can join through whichever member it knows.
 func (s *Store) handleForward(ctx context.Context, typ byte, payload []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommitTimeout)
 	defer cancel()
-	if s.raft.State() != raft.Leader {
-		return nil, errNotLeader
-	}
 	switch typ {
 	case fwdApply:
+		if s.raft.State() != raft.Leader {
+			return nil, errNotLeader
+		}
 		// payload is the follower's frame buffer, which is ours alone.
-		idx, err := s.applyAsLeader(ctx, payload)
+		res, err := s.applyAsLeader(ctx, payload)
 		if err != nil {
 			return nil, err
 		}
-		return binary.AppendUvarint(nil, idx), nil
+		return encodeApplyResult(res), nil
 	case fwdReadIndex:
+		if s.raft.State() != raft.Leader {
+			return nil, errNotLeader
+		}
 		idx, err := s.leaderReadIndex(ctx)
 		if err != nil {
 			return nil, err
@@ -260,4 +271,37 @@ func (s *Store) leaderReadIndex(ctx context.Context) (uint64, error) {
 	case <-ctx.Done():
 		return 0, fmt.Errorf("%w: read barrier not committed within %s", broker.ErrNoQuorum, s.cfg.CommitTimeout)
 	}
+}
+
+// encodeApplyResult encodes a result for a forward reply:
+//
+//	existed byte, count uvarint, count × (epoch, seq, receivers uvarint)
+func encodeApplyResult(r *applyResult) []byte {
+	b := []byte{boolByte(r.existed)}
+	b = binary.AppendUvarint(b, uint64(len(r.receipts)))
+	for _, rc := range r.receipts {
+		b = binary.AppendUvarint(b, rc.Epoch)
+		b = binary.AppendUvarint(b, rc.Seq)
+		b = binary.AppendUvarint(b, uint64(rc.Receivers))
+	}
+	return b
+}
+
+func decodeApplyResult(b []byte) (*applyResult, error) {
+	if len(b) < 1 {
+		return nil, fmt.Errorf("%w: empty apply result", errCorrupt)
+	}
+	r := &applyResult{existed: b[0] == 1}
+	d := decoder{b: b[1:]}
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		return nil, fmt.Errorf("%w: %d receipts in %d bytes", errCorrupt, n, len(d.b))
+	}
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		r.receipts = append(r.receipts, broker.Receipt{Epoch: d.uvarint(), Seq: d.uvarint(), Receivers: d.int()})
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return r, nil
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -133,7 +132,6 @@ func (c Config) withDefaults() Config {
 type Store struct {
 	cfg    Config
 	logger *slog.Logger
-	origin string
 
 	db        *pebble.DB
 	logs      *logStore
@@ -143,7 +141,6 @@ type Store struct {
 	raft      *raft.Raft
 	fsm       *fsm
 	fwd       *fwdClient
-	waiters   *waiters
 
 	queue      chan *request
 	leaderWait notifier
@@ -168,12 +165,10 @@ func Open(cfg Config, b *broker.Broker) (*Store, error) {
 		return nil, errors.New("raftstore: no data directory")
 	}
 	s := &Store{
-		cfg:     cfg,
-		logger:  cfg.Logger.With("node", cfg.NodeID),
-		origin:  cfg.NodeID + "/" + strconv.FormatInt(time.Now().UnixNano(), 36),
-		waiters: newWaiters(),
-		queue:   make(chan *request, 1024),
-		stop:    make(chan struct{}),
+		cfg:    cfg,
+		logger: cfg.Logger.With("node", cfg.NodeID),
+		queue:  make(chan *request, 1024),
+		stop:   make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := s.open(b); err != nil {
@@ -203,7 +198,7 @@ func (s *Store) open(b *broker.Broker) error {
 	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, hclogger); err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)
 	}
-	if s.fsm, err = newFSM(s.db, b, s.origin, s.waiters, s.logger); err != nil {
+	if s.fsm, err = newFSM(s.db, b, s.logger); err != nil {
 		return err
 	}
 
@@ -379,7 +374,7 @@ func (s *Store) proposePolicy() {
 		return
 	}
 	s.logger.Info("proposing retention policy", "policy", s.cfg.Retention.String())
-	if _, err := s.propose(ctx, func(uint64) []byte { return encodePolicy(*s.cfg.Retention) }); err != nil {
+	if _, _, err := s.propose(ctx, encodePolicy(*s.cfg.Retention)); err != nil {
 		s.logger.Warn("cannot set retention policy", "err", err)
 	}
 }
@@ -397,6 +392,11 @@ func (s *Store) Publish(ctx context.Context, msgs []broker.Publish) ([]broker.Re
 	if len(msgs) == 0 {
 		return nil, nil
 	}
+	select {
+	case <-s.stop:
+		return nil, broker.ErrClosed
+	default:
+	}
 	r := &request{msgs: msgs, done: make(chan struct{})}
 	for i := range msgs {
 		r.bytes += len(msgs[i].Channel) + len(msgs[i].Payload)
@@ -413,6 +413,9 @@ func (s *Store) Publish(ctx context.Context, msgs []broker.Publish) ([]broker.Re
 		return r.receipts, r.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-s.stop:
+		// Not acknowledged; if it was being committed, it may still be.
+		return nil, broker.ErrClosed
 	}
 }
 
@@ -420,8 +423,11 @@ func (s *Store) Publish(ctx context.Context, msgs []broker.Publish) ([]broker.Re
 func (s *Store) Delete(ctx context.Context, ns broker.Namespace, channel string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommitTimeout)
 	defer cancel()
-	res, err := s.propose(ctx, func(id uint64) []byte { return encodeDelete(s.origin, id, ns, channel) })
-	return res.existed, err
+	res, _, err := s.propose(ctx, encodeDelete(ns, channel))
+	if err != nil {
+		return false, err
+	}
+	return res.existed, nil
 }
 
 // Sync implements broker.Log: it learns from the leader an index covering
