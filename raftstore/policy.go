@@ -161,6 +161,9 @@ func ParseSize(s string) (int64, error) {
 
 func parseSize(s string) (int64, bool) {
 	lower := strings.ToLower(strings.TrimSpace(s))
+	if n, err := strconv.ParseInt(lower, 10, 64); err == nil {
+		return n, n >= 0
+	}
 	for _, u := range sizeUnits {
 		if num, ok := strings.CutSuffix(lower, u.suffix); ok {
 			n, err := strconv.ParseInt(num, 10, 64)

@@ -53,7 +53,7 @@ var flagGroups = []struct {
 	{"Storage and cluster", []string{"data-dir", "node-id", "raft-addr", "peers", "join", "commit-timeout", "raft-election-timeout"}},
 	{"Retention", []string{"retain", "channel-idle-ttl"}},
 	{"Limits", []string{"max-clients", "max-payload", "proto-max-bulk-len", "client-query-buffer-limit",
-		"outbox-hard-limit", "outbox-soft-limit", "outbox-soft-seconds", "outbox-max-messages"}},
+		"outbox-hard-limit", "outbox-soft-limit", "outbox-soft-duration", "outbox-max-messages"}},
 	{"Logging", []string{"log-level", "log-format", "version"}},
 }
 
@@ -82,16 +82,16 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.idleTTL, "channel-idle-ttl", raftstore.DefaultIdleTTL, "forget a channel that retains nothing this long after its last publish (0: never)")
 	fs.IntVar(&c.maxClients, "max-clients", resp.DefaultMaxClients, "most RESP connections open at once")
 	c.maxPayload = broker.DefaultMaxPayload
-	fs.Var(&c.maxPayload, "max-payload", "largest message payload (e.g. 1MB, 64KiB)")
+	fs.Var(&c.maxPayload, "max-payload", "largest message payload, a `size` (1048576, 1mb, 64kb; 1kb = 1024, 1k = 1000)")
 	c.protoMaxBulkLen = resp.DefaultProtoMaxBulkLen
-	fs.Var(&c.protoMaxBulkLen, "proto-max-bulk-len", "largest RESP bulk string a client may send")
+	fs.Var(&c.protoMaxBulkLen, "proto-max-bulk-len", "largest RESP bulk string a client may send, a `size`")
 	c.queryBufLimit = resp.DefaultMaxQueryBuffer
-	fs.Var(&c.queryBufLimit, "client-query-buffer-limit", "largest single RESP command")
+	fs.Var(&c.queryBufLimit, "client-query-buffer-limit", "largest single RESP command, a `size`")
 	c.outboxHard = broker.DefaultOutboxHardBytes
-	fs.Var(&c.outboxHard, "outbox-hard-limit", "disconnect a subscriber with more than this queued")
+	fs.Var(&c.outboxHard, "outbox-hard-limit", "disconnect a subscriber with more than this `size` queued")
 	c.outboxSoft = broker.DefaultOutboxSoftBytes
-	fs.Var(&c.outboxSoft, "outbox-soft-limit", "disconnect a subscriber with more than this queued for outbox-soft-seconds")
-	fs.DurationVar(&c.outboxSoftFor, "outbox-soft-seconds", broker.DefaultOutboxSoftDuration, "how long a subscriber may stay over outbox-soft-limit")
+	fs.Var(&c.outboxSoft, "outbox-soft-limit", "disconnect a subscriber with more than this `size` queued for outbox-soft-duration")
+	fs.DurationVar(&c.outboxSoftFor, "outbox-soft-duration", broker.DefaultOutboxSoftDuration, "how long a subscriber may stay over outbox-soft-limit")
 	fs.IntVar(&c.outboxMaxFrames, "outbox-max-messages", broker.DefaultOutboxMaxFrames, "disconnect a subscriber with more than this many messages queued")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
