@@ -37,6 +37,7 @@ type fsm struct {
 	applied      uint64
 	lastTs       int64 // leader time of the last applied entry; never decreases
 	nextDeadline int64 // no expiry index entry is earlier than this
+	dirty        []dirtyMeta
 
 	// Copies for other goroutines, updated after each applied batch.
 	appliedIndex     atomic.Uint64
@@ -129,6 +130,11 @@ func (f *fsm) Apply(l *raft.Log) interface{} {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
+type dirtyMeta struct {
+	key chanKey
+	m   *channelMeta
+}
+
 // applyResult is what applying one command entry produced. It is the
 // response hashicorp/raft hands to the leader's Apply future, which the
 // leader passes on to a follower that forwarded the entry.
@@ -171,6 +177,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	if f.applied == start {
 		return resps
 	}
+	f.writeDirty(b)
 	var v [16]byte
 	binary.BigEndian.PutUint64(v[:8], f.applied)
 	binary.BigEndian.PutUint64(v[8:], uint64(f.lastTs))
@@ -259,6 +266,10 @@ func (f *fsm) applyPublish(b *pebble.Batch, p broker.Publish, now int64, index u
 			m.oldestTs = now
 		}
 		mustSet(b, msgKey(m.prefix, m.lastSeq), encodeMsgValue(now, p.Payload))
+		if len(m.oldest) == int(m.count) && len(m.oldest) < oldestCap {
+			// The cache holds every retained message: keep it so.
+			m.oldest = append(m.oldest, msgStat{ts: now, size: size})
+		}
 		m.count++
 		m.bytes += size
 		f.trim(b, m, r.MaxCount, r.MaxBytes)
@@ -267,7 +278,7 @@ func (f *fsm) applyPublish(b *pebble.Batch, p broker.Publish, now int64, index u
 		f.trim(b, m, 0, 0)
 	}
 	f.schedule(b, key, m)
-	mustSet(b, metaKey(key), m.encode())
+	f.touch(key, m)
 	return &broker.Message{
 		Namespace: p.Namespace, Channel: p.Channel, Payload: p.Payload,
 		Epoch: m.epoch, Seq: m.lastSeq, Time: now,
@@ -278,19 +289,52 @@ func (f *fsm) applyPublish(b *pebble.Batch, p broker.Publish, now int64, index u
 // and, if maxBytes > 0, their payloads total at most maxBytes.
 func (f *fsm) trim(b *pebble.Batch, m *channelMeta, maxCount int, maxBytes int64) {
 	for m.count > 0 && (m.count > uint64(maxCount) || (maxBytes > 0 && m.bytes > maxBytes)) {
-		_, size, err := readMessage(b, m, m.firstSeq)
-		if err != nil {
-			panic(fmt.Sprintf("raftstore: trim: %v", err))
-		}
-		mustDelete(b, msgKey(m.prefix, m.firstSeq))
-		m.firstSeq++
-		m.count--
-		m.bytes -= size
+		f.dropOldest(b, m)
 	}
 	if m.count == 0 {
 		m.firstSeq = m.lastSeq + 1
 		m.bytes = 0
+		m.oldest = nil
 	}
+}
+
+// peekOldest returns the time and size of the oldest retained message.
+func (f *fsm) peekOldest(b *pebble.Batch, m *channelMeta) msgStat {
+	if len(m.oldest) == 0 {
+		fillOldest(b, m)
+	}
+	return m.oldest[0]
+}
+
+// dropOldest deletes the oldest retained message.
+func (f *fsm) dropOldest(b *pebble.Batch, m *channelMeta) {
+	st := f.peekOldest(b, m)
+	m.oldest = m.oldest[1:]
+	mustDelete(b, msgKey(m.prefix, m.firstSeq))
+	m.firstSeq++
+	m.count--
+	m.bytes -= st.size
+}
+
+// touch marks a channel's meta to be written when the batch is committed:
+// once, however many of the batch's messages changed it.
+func (f *fsm) touch(key chanKey, m *channelMeta) {
+	if !m.dirty {
+		m.dirty = true
+		f.dirty = append(f.dirty, dirtyMeta{key, m})
+	}
+}
+
+// writeDirty writes the metas the batch changed.
+func (f *fsm) writeDirty(b *pebble.Batch) {
+	for _, d := range f.dirty {
+		d.m.dirty = false
+		if f.metas[d.key] == d.m { // not forgotten meanwhile
+			mustSet(b, metaKey(d.key), d.m.encode())
+		}
+	}
+	clear(f.dirty)
+	f.dirty = f.dirty[:0]
 }
 
 // deadline returns when the channel next needs attention: its oldest
@@ -389,18 +433,11 @@ func (f *fsm) expireChannel(b *pebble.Batch, key chanKey, m *channelMeta, now in
 	if r.MaxAge > 0 {
 		cutoff := now - r.MaxAge.Milliseconds()
 		for m.count > 0 {
-			ts, size, err := readMessage(b, m, m.firstSeq)
-			if err != nil {
-				panic(fmt.Sprintf("raftstore: expire: %v", err))
-			}
-			if ts > cutoff {
-				m.oldestTs = ts
+			if st := f.peekOldest(b, m); st.ts > cutoff {
+				m.oldestTs = st.ts
 				break
 			}
-			mustDelete(b, msgKey(m.prefix, m.firstSeq))
-			m.firstSeq++
-			m.count--
-			m.bytes -= size
+			f.dropOldest(b, m)
 		}
 	}
 	// Limits may have tightened since the last publish (a policy change).
@@ -410,7 +447,7 @@ func (f *fsm) expireChannel(b *pebble.Batch, key chanKey, m *channelMeta, now in
 		return
 	}
 	f.reindex(b, key, m, f.deadline(m, r))
-	mustSet(b, metaKey(key), m.encode())
+	f.touch(key, m)
 }
 
 // forget drops a channel's state; its next publish starts a new epoch.
@@ -442,7 +479,7 @@ func (f *fsm) setPolicy(b *pebble.Batch, p Policy, raw []byte, now int64) {
 	mustSet(b, fsmPolicyKey, raw)
 	for key, m := range f.metas {
 		f.reindex(b, key, m, now+1)
-		mustSet(b, metaKey(key), m.encode())
+		f.touch(key, m)
 	}
 }
 

@@ -112,6 +112,19 @@ type channelMeta struct {
 	prefix  []byte // channelPrefix
 	ruleGen uint64 // policy generation rule was computed for
 	rule    Rule
+	oldest  []msgStat // the oldest retained messages, from firstSeq on; at most oldestCap, maybe fewer than count
+	dirty   bool      // changed in the batch being applied; written once at its end
+}
+
+// oldestCap bounds each channel's in-memory cache of its oldest retained
+// messages. Trimming takes sizes and times from it; when it runs dry one
+// iterator scan refills it, instead of a Pebble read per trimmed message.
+const oldestCap = 8
+
+// msgStat is a retained message's time and payload size.
+type msgStat struct {
+	ts   int64
+	size int64
 }
 
 func (m *channelMeta) encode() []byte {
@@ -182,14 +195,29 @@ func decodeMsgValue(v []byte) (ts int64, payload []byte, err error) {
 	return int64(binary.BigEndian.Uint64(v)), v[8:], nil
 }
 
-// readMessage reads the time and size of a retained message, seeing the
-// writes of the batch being built.
-func readMessage(b *pebble.Batch, m *channelMeta, seq uint64) (ts int64, size int64, err error) {
-	v, closer, err := b.Get(msgKey(m.prefix, seq))
+// fillOldest loads the times and sizes of up to oldestCap of a channel's
+// oldest retained messages, seeing the writes of the batch being built.
+func fillOldest(b *pebble.Batch, m *channelMeta) {
+	lower := msgKey(m.prefix, m.firstSeq)
+	upper := append(append([]byte(nil), m.prefix...), chanMsg+1)
+	it, err := b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
-		return 0, 0, fmt.Errorf("read message %d: %w", seq, err)
+		panic(fmt.Sprintf("raftstore: read retained messages: %v", err))
 	}
-	defer closer.Close()
-	ts, payload, err := decodeMsgValue(v)
-	return ts, int64(len(payload)), err
+	defer it.Close()
+	m.oldest = m.oldest[:0]
+	for valid := it.First(); valid && len(m.oldest) < oldestCap; valid = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			panic(fmt.Sprintf("raftstore: read retained messages: %v", err))
+		}
+		ts, payload, err := decodeMsgValue(v)
+		if err != nil {
+			panic(fmt.Sprintf("raftstore: read retained messages: %v", err))
+		}
+		m.oldest = append(m.oldest, msgStat{ts: ts, size: int64(len(payload))})
+	}
+	if len(m.oldest) == 0 {
+		panic(fmt.Sprintf("raftstore: channel %q counts %d retained messages from %d but has none", m.prefix, m.count, m.firstSeq))
+	}
 }

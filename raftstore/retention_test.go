@@ -207,7 +207,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 }
 
 // newBareFSM returns a state machine on an empty database, with no Raft.
-func newBareFSM(t *testing.T) *fsm {
+func newBareFSM(t testing.TB) *fsm {
 	t.Helper()
 	db, err := openPebble(t.TempDir(), nil)
 	if err != nil {
