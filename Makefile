@@ -10,6 +10,10 @@ BENCHTIME ?= 1s
 
 .PHONY: all build run test deps lint fmt fmt-check vet bench fuzz cluster clean
 
+# make cluster: three local nodes (RESP 6381-6383, HTTP 8081-8083, Raft
+# 7001-7003, data in ./cluster-data), in the foreground; Ctrl-C stops them.
+PEERS := n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
+
 all: fmt lint test
 
 build:
@@ -66,6 +70,16 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 		done; \
 	done
+
+cluster: build
+	@mkdir -p cluster-data
+	@echo "three nodes: redis-cli -p 6381 | 6382 | 6383; Ctrl-C stops them"
+	@trap 'kill 0' INT TERM; \
+	for i in 1 2 3; do \
+		./bin/herald --node-id n$$i --raft-addr 127.0.0.1:700$$i --resp-addr 127.0.0.1:638$$i \
+			--http-addr 127.0.0.1:808$$i --data-dir cluster-data/n$$i --peers $(PEERS) 2>&1 | sed -u "s/^/n$$i | /" & \
+	done; \
+	wait
 
 clean:
 	rm -rf bin
