@@ -6,9 +6,22 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/herald-broker/herald/broker"
+)
+
+// Defaults for Config.
+const (
+	DefaultPingInterval     = 25 * time.Second
+	DefaultPongTimeout      = 10 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultKeepAlive        = 15 * time.Second
+	DefaultPollTimeout      = 25 * time.Second
+	DefaultMaxPollEvents    = 1000
+	DefaultMaxSubscriptions = 1000
 )
 
 // Config configures a Server. The zero value of each field means its
@@ -17,36 +30,112 @@ type Config struct {
 	// Ready reports whether this node can serve: nil when it has a leader
 	// and has applied what is committed. Default: always ready.
 	Ready func() error
+	// AllowedOrigins lists the browser origins, besides the server's own
+	// host, that may connect: host patterns ("example.com",
+	// "*.example.com") or, with a scheme, "https://app.example.com",
+	// matched with path.Match. Default: the server's own host only, which
+	// is also coder/websocket's default.
+	AllowedOrigins []string
+	// AllowAnyOrigin accepts every origin. Default false: a page on any
+	// site could otherwise subscribe on its visitors' behalf.
+	AllowAnyOrigin bool
+	// AllowBrowserPublish lets browsers publish: the WebSocket "publish" op
+	// and POST /publish from an allowed origin. Default false: browsers
+	// only subscribe; backends publish over RESP or POST /publish (which
+	// they send without an Origin header).
+	AllowBrowserPublish bool
+	// MaxSubscriptions is how many channels and patterns one connection
+	// may subscribe to. Default 1000.
+	MaxSubscriptions int
+	// PingInterval is how often a WebSocket peer is pinged; one that does
+	// not answer within PongTimeout is disconnected. Defaults 25s, 10s.
+	PingInterval time.Duration
+	PongTimeout  time.Duration
+	// WriteTimeout bounds each write to a client. Default 10s.
+	WriteTimeout time.Duration
+	// KeepAlive is how often an idle SSE stream gets a comment, so proxies
+	// keep it open. Default 15s.
+	KeepAlive time.Duration
+	// PollTimeout is the longest a long-poll waits. Default 25s.
+	PollTimeout time.Duration
+	// MaxPollEvents caps the events one long-poll returns. Default 1000.
+	MaxPollEvents int
 	// Logger receives the server's logs. Default: discard.
 	Logger *slog.Logger
 }
 
-// Server is Herald's HTTP side.
+func (c Config) withDefaults() Config {
+	if c.Ready == nil {
+		c.Ready = func() error { return nil }
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = DefaultMaxSubscriptions
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.PongTimeout <= 0 {
+		c.PongTimeout = DefaultPongTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.KeepAlive <= 0 {
+		c.KeepAlive = DefaultKeepAlive
+	}
+	if c.PollTimeout <= 0 {
+		c.PollTimeout = DefaultPollTimeout
+	}
+	if c.MaxPollEvents <= 0 {
+		c.MaxPollEvents = DefaultMaxPollEvents
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Server is Herald's HTTP side: WebSocket, Server-Sent Events, long-poll
+// and publish for browsers and backends, the browser client and demo page,
+// and health checks.
 type Server struct {
-	cfg    Config
-	broker *broker.Broker
-	http   *http.Server
+	cfg     Config
+	broker  *broker.Broker
+	http    *http.Server
+	baseCtx context.Context // WebSocket connections; canceled after Shutdown
+	cancel  context.CancelFunc
+	// streamCtx ends SSE streams and long-polls at the start of Shutdown.
+	streamCtx  context.Context
+	endStreams context.CancelFunc
+
+	mu sync.Mutex
+	ws map[*wsConn]struct{}
 }
 
 // New returns a server for b.
 func New(b *broker.Broker, cfg Config) *Server {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Ready == nil {
-		cfg.Ready = func() error { return nil }
-	}
-	s := &Server{cfg: cfg, broker: b}
+	s := &Server{cfg: cfg.withDefaults(), broker: b, ws: map[*wsConn]struct{}{}}
+	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	s.streamCtx, s.endStreams = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws", s.serveWS)
+	mux.HandleFunc("GET /sse", s.serveSSE)
+	mux.HandleFunc("GET /poll", s.servePoll)
+	mux.HandleFunc("POST /publish/{channel...}", s.servePublish)
+	mux.HandleFunc("OPTIONS /publish/{channel...}", s.servePublishPreflight)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /", staticHandler())
 	s.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	return s
 }
+
+// Handler returns the server's HTTP handler, for mounting elsewhere.
+func (s *Server) Handler() http.Handler { return s.http.Handler }
 
 // Serve serves HTTP on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
@@ -57,8 +146,47 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown stops the server, waiting for requests in progress until ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+// Shutdown stops accepting requests, closes WebSocket connections with
+// 1001 (going away) and ends SSE streams, and waits for requests in
+// progress until ctx ends. Clients reconnect elsewhere and resume.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.endStreams()
+	s.mu.Lock()
+	for c := range s.ws {
+		c.closeWith(websocket.StatusGoingAway, "server shutting down")
+	}
+	s.mu.Unlock()
+	err := s.http.Shutdown(ctx)
+	s.cancel()
+	return err
+}
+
+func (s *Server) track(c *wsConn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.ws[c] = struct{}{}
+	} else {
+		delete(s.ws, c)
+	}
+}
+
+// streamContext returns a context for an SSE stream or long-poll: it ends
+// with the request or at Shutdown.
+func (s *Server) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(s.streamCtx, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+	}
+}
+
+// readLimit is the largest frame a WebSocket client may send: a publish of
+// the largest payload, base64-encoded, with room for the JSON around it.
+func (s *Server) readLimit() int64 {
+	return int64(s.broker.Config().MaxPayload)*4/3 + 4096
+}
 
 // healthz answers 200 while the process serves at all.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 	"github.com/herald-broker/herald/broker"
 	"github.com/herald-broker/herald/raftstore"
 	"github.com/herald-broker/herald/resp"
+	"github.com/herald-broker/herald/wsbridge"
 )
 
 // config is everything the flags and environment set.
@@ -39,6 +40,13 @@ type config struct {
 	outboxSoftFor   time.Duration
 	outboxMaxFrames int
 
+	allowedOrigins      []string
+	allowAnyOrigin      bool
+	allowBrowserPublish bool
+	maxSubscriptions    int
+	pingInterval        time.Duration
+	pollTimeout         time.Duration
+
 	logLevel  string
 	logFormat string
 	version   bool
@@ -50,6 +58,7 @@ var flagGroups = []struct {
 	names []string
 }{
 	{"Listening", []string{"resp-addr", "http-addr", "requirepass"}},
+	{"Browsers (HTTP)", []string{"allowed-origins", "allow-any-origin", "allow-browser-publish", "max-subscriptions", "ws-ping-interval", "poll-timeout"}},
 	{"Storage and cluster", []string{"data-dir", "node-id", "raft-addr", "peers", "join", "commit-timeout", "raft-election-timeout"}},
 	{"Retention", []string{"retain", "channel-idle-ttl"}},
 	{"Limits", []string{"max-clients", "max-payload", "proto-max-bulk-len", "client-query-buffer-limit",
@@ -61,8 +70,21 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("herald", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&c.respAddr, "resp-addr", "127.0.0.1:6379", "address for Redis clients (RESP2/RESP3); loopback unless you choose otherwise")
-	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "address for HTTP: health checks now, WebSocket/SSE/long-poll as they land")
+	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "address for HTTP: WebSocket, SSE, long-poll, POST /publish, the demo page, health checks")
 	fs.StringVar(&c.requirePass, "requirepass", "", "password clients must AUTH with (Redis's requirepass); empty: none")
+	fs.Func("allowed-origins", "browser `origins` besides Herald's own host that may connect: comma-separated host patterns\n(example.com, *.example.com) or scheme://host (default: own host only)", func(v string) error {
+		for _, o := range strings.Split(v, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.allowedOrigins = append(c.allowedOrigins, o)
+			}
+		}
+		return nil
+	})
+	fs.BoolVar(&c.allowAnyOrigin, "allow-any-origin", false, "accept browsers from every origin (any site could subscribe on its visitors' behalf)")
+	fs.BoolVar(&c.allowBrowserPublish, "allow-browser-publish", false, "let browsers publish (WebSocket publish op, POST /publish from an allowed origin)")
+	fs.IntVar(&c.maxSubscriptions, "max-subscriptions", wsbridge.DefaultMaxSubscriptions, "most channels and patterns one WebSocket, SSE or long-poll connection may subscribe to")
+	fs.DurationVar(&c.pingInterval, "ws-ping-interval", wsbridge.DefaultPingInterval, "how often WebSocket peers are pinged (a peer silent for 10s after a ping is dropped)")
+	fs.DurationVar(&c.pollTimeout, "poll-timeout", wsbridge.DefaultPollTimeout, "longest a long-poll request waits for a message")
 	fs.StringVar(&c.dataDir, "data-dir", "./herald-data", "directory for the Pebble database and Raft snapshots")
 	fs.StringVar(&c.nodeID, "node-id", raftstore.DefaultNodeID, "this node's id in the cluster")
 	fs.StringVar(&c.raftAddr, "raft-addr", raftstore.DefaultRaftAddr, "address for Raft and node-to-node traffic, as other nodes reach it")

@@ -111,7 +111,16 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger) error {
 		respLn.Close()
 		return fmt.Errorf("listen for HTTP: %w", err)
 	}
-	hs := wsbridge.New(b, wsbridge.Config{Ready: store.Ready, Logger: logger.With("server", "http")})
+	hs := wsbridge.New(b, wsbridge.Config{
+		Ready:               store.Ready,
+		AllowedOrigins:      cfg.allowedOrigins,
+		AllowAnyOrigin:      cfg.allowAnyOrigin,
+		AllowBrowserPublish: cfg.allowBrowserPublish,
+		MaxSubscriptions:    cfg.maxSubscriptions,
+		PingInterval:        cfg.pingInterval,
+		PollTimeout:         cfg.pollTimeout,
+		Logger:              logger.With("server", "http"),
+	})
 
 	errc := make(chan error, 2)
 	go func() { errc <- rs.Serve(respLn) }()

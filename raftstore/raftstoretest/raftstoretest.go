@@ -5,6 +5,7 @@ package raftstoretest
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -48,4 +49,66 @@ func Open(t testing.TB, b *broker.Broker, cfg raftstore.Config) *raftstore.Store
 		t.Fatal(err)
 	}
 	return s
+}
+
+// Cluster is n real nodes, each delivering to its own broker.
+type Cluster struct {
+	Brokers []*broker.Broker
+	Stores  []*raftstore.Store
+}
+
+// OpenCluster starts an n-node cluster on loopback, bootstrapped with
+// static peers, each node with its own broker made from bcfg (attached to
+// its store), and waits until every node is ready. cfg applies to every
+// node as in Open. The nodes are closed when the test ends.
+func OpenCluster(t testing.TB, n int, bcfg broker.Config, cfg raftstore.Config) *Cluster {
+	t.Helper()
+	if cfg.ElectionTimeout == 0 {
+		cfg.ElectionTimeout = 500 * time.Millisecond
+	}
+	if cfg.LeaderPoll == 0 {
+		cfg.LeaderPoll = 10 * time.Millisecond
+	}
+	lns := make([]net.Listener, n)
+	var peers []raftstore.Peer
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i] = ln
+		peers = append(peers, raftstore.Peer{ID: fmt.Sprintf("n%d", i+1), Addr: ln.Addr().String()})
+	}
+	c := &Cluster{}
+	for i := range n {
+		nc := cfg
+		nc.NodeID, nc.Listener, nc.Peers, nc.DataDir = peers[i].ID, lns[i], peers, t.TempDir()
+		b := broker.New(bcfg)
+		s, err := raftstore.Open(nc, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		b.SetLog(s)
+		c.Brokers = append(c.Brokers, b)
+		c.Stores = append(c.Stores, s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, s := range c.Stores {
+		if err := s.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// Leader returns the index of the node that leads now, or -1.
+func (c *Cluster) Leader() int {
+	for i, s := range c.Stores {
+		if s.IsLeader() {
+			return i
+		}
+	}
+	return -1
 }
