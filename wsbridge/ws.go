@@ -91,7 +91,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	defer pinger.Stop()
 
 	for _, sub := range subs {
-		if err := conn.subscribe(nil, sub.channel, sub.from, sub.resume); err != nil {
+		if err := conn.subscribe(nil, broker.KindSequenced, sub.channel, sub.from, sub.resume); err != nil {
 			conn.closeWith(CloseTooManySubscriptions, err.Error())
 			break
 		}
@@ -134,12 +134,12 @@ func (c *wsConn) handle(req *request) error {
 			if req.Since != nil {
 				from = broker.Position{Epoch: req.Epoch, Seq: *req.Since}
 			}
-			if err := c.subscribe(req.ID, req.Channel, from, req.Since != nil); err != nil {
+			if err := c.subscribe(req.ID, broker.KindSequenced, req.Channel, from, req.Since != nil); err != nil {
 				c.closeWith(CloseTooManySubscriptions, err.Error())
 				return err
 			}
 		case req.Pattern != "" && req.Channel == "":
-			if err := c.psubscribe(req.ID, req.Pattern); err != nil {
+			if err := c.subscribe(req.ID, broker.KindPattern, req.Pattern, broker.Position{}, false); err != nil {
 				c.closeWith(CloseTooManySubscriptions, err.Error())
 				return err
 			}
@@ -171,50 +171,39 @@ func (c *wsConn) handle(req *request) error {
 	return nil
 }
 
-// subscribe adds a sequenced subscription. With resume, it replays the
-// retained messages after from first, as HERALD.SUBSCRIBE ... SINCE does.
-// The confirmation is queued before the subscription is registered and the
-// outbox is held meanwhile, so the client sees the confirmation first and
+// subscribe adds a sequenced subscription to a channel (KindSequenced) or
+// a pattern subscription (KindPattern). With resume, a channel first gets
+// the retained messages after from, as HERALD.SUBSCRIBE ... SINCE does. The
+// confirmation is queued before the subscription is registered, with the
+// outbox held meanwhile, so the client sees the confirmation first and
 // misses nothing published after it.
-func (c *wsConn) subscribe(id json.RawMessage, channel string, from broker.Position, resume bool) error {
-	if c.cl.Has(broker.KindSequenced, channel) {
-		c.reply(id, "subscribed", "channel", channel)
+func (c *wsConn) subscribe(id json.RawMessage, k broker.Kind, name string, from broker.Position, resume bool) error {
+	key := "channel"
+	if k == broker.KindPattern {
+		key = "pattern"
+	}
+	if c.cl.Has(k, name) {
+		c.reply(id, "subscribed", key, name)
 		return nil
 	}
 	if c.subs >= c.s.cfg.MaxSubscriptions {
 		return errTooManySubscriptions
 	}
 	c.out.Hold()
-	c.reply(id, "subscribed", "channel", channel)
+	c.reply(id, "subscribed", key, name)
 	var cu *broker.CatchUp
 	if resume {
-		cu = c.cl.SubscribeFrom(channel, from)
+		cu = c.cl.SubscribeFrom(name, from)
 	} else {
-		c.cl.Subscribe(broker.KindSequenced, channel)
+		c.cl.Subscribe(k, name)
 	}
 	c.subs++
 	c.out.Release()
 	if cu != nil {
 		if err := cu.Run(c.ctx); err != nil && !errors.Is(err, context.Canceled) {
-			c.s.cfg.Logger.Warn("history replay failed", "channel", channel, "err", err)
+			c.s.cfg.Logger.Warn("history replay failed", "channel", name, "err", err)
 		}
 	}
-	return nil
-}
-
-func (c *wsConn) psubscribe(id json.RawMessage, pattern string) error {
-	if c.cl.Has(broker.KindPattern, pattern) {
-		c.reply(id, "subscribed", "pattern", pattern)
-		return nil
-	}
-	if c.subs >= c.s.cfg.MaxSubscriptions {
-		return errTooManySubscriptions
-	}
-	c.out.Hold()
-	c.reply(id, "subscribed", "pattern", pattern)
-	c.cl.Subscribe(broker.KindPattern, pattern)
-	c.subs++
-	c.out.Release()
 	return nil
 }
 
