@@ -149,14 +149,11 @@ func (c *Client) Count(kinds ...Kind) int {
 	return n
 }
 
-// Close removes every subscription and closes the outbox. It is idempotent.
-func (c *Client) Close() {
+// UnsubscribeAll removes every subscription; once it returns, no message
+// reaches the client. The outbox stays open, so what is queued can still
+// be written (RESET, and a connection ending cleanly).
+func (c *Client) UnsubscribeAll() {
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return
-	}
-	c.closed = true
 	var all []*subscription
 	for k := range c.subs {
 		for _, s := range c.subs[k] {
@@ -169,6 +166,18 @@ func (c *Client) Close() {
 	for _, s := range all {
 		c.b.reg.remove(s)
 	}
+}
+
+// Close removes every subscription and closes the outbox. It is idempotent.
+func (c *Client) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.UnsubscribeAll()
 	c.out.Close()
 	c.b.clients.Add(-1)
 }

@@ -366,7 +366,7 @@ func (s *Store) proposePolicy() {
 	defer cancel()
 	// Wait until this leader has applied its predecessors' entries, so the
 	// comparison is with the policy in force.
-	if err := fromRaft(s.raft.Barrier(s.cfg.CommitTimeout).Error()); err != nil {
+	if err := waitFuture(ctx, s.raft.Barrier(s.cfg.CommitTimeout)); err != nil {
 		s.logger.Warn("cannot check retention policy", "err", err)
 		return
 	}

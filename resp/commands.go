@@ -1,7 +1,9 @@
 package resp
 
 import (
+	"bytes"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -56,17 +58,28 @@ func container(name, group, since, summary string, flags ...string) *command {
 // exec runs one command. It returns errQuit to end the connection.
 func (c *conn) exec(args [][]byte) error {
 	c.srv.commands.Add(1)
-	cmd := commands[lower(args[0])]
+	name := lower(args[0])
+	if name == "host:" || name == "post" {
+		// An HTTP request sent to the Redis port: like Redis, close the
+		// connection without a reply (cross-protocol scripting).
+		c.srv.cfg.Logger.Warn("possible security attack: HTTP request on the RESP port", "remote", c.addr)
+		return errSecurityAttack
+	}
+	// CLIENT REPLY OFF or SKIP silences this command's reply, the error of
+	// a rejected command too; SKIP lasts one command, rejected or not.
+	c.suppress = c.replyOff || c.replySkip
+	c.replySkip = false
+	cmd := commands[name]
 	if cmd == nil {
 		c.flushPublishes()
-		c.rep.err(unknownCommand(args))
+		c.reject(unknownCommand(args))
 		return nil
 	}
 	if cmd.subs != nil && len(args) >= 2 {
 		sub := cmd.subs[lower(args[1])]
 		if sub == nil {
 			c.flushPublishes()
-			c.rep.err(fmt.Sprintf("ERR unknown subcommand '%.128s'. Try %s HELP.", args[1], upper(args[0])))
+			c.reject(fmt.Sprintf("ERR unknown subcommand '%s'. Try %s HELP.", cstr(args[1], 128), upper(args[0])))
 			return nil
 		}
 		cmd = sub
@@ -74,11 +87,9 @@ func (c *conn) exec(args [][]byte) error {
 	c.noteCommand(cmd.name)
 	if err := c.check(cmd, args); err != "" {
 		c.flushPublishes()
-		c.rep.err(err)
+		c.reject(err)
 		return nil
 	}
-	c.suppress = c.replyOff || c.replySkip
-	c.replySkip = false
 	if cmd.publish {
 		c.queuePublish(cmd, args)
 		return nil
@@ -90,6 +101,13 @@ func (c *conn) exec(args [][]byte) error {
 		c.rep.b = c.rep.b[:mark]
 	}
 	return err
+}
+
+// reject writes the error that refuses a command, unless replies are off.
+func (c *conn) reject(msg string) {
+	if !c.suppress {
+		c.rep.err(msg)
+	}
 }
 
 // check applies Redis's checks, in Redis's order, and returns the error
@@ -129,14 +147,60 @@ func unknownCommand(args [][]byte) string {
 			break
 		}
 		room := 128 - b.Len()
-		if len(a) > room {
-			a = a[:room]
-		}
 		b.WriteByte('\'')
-		b.Write(a)
+		b.Write(cstr(a, room))
 		b.WriteString("' ")
 	}
-	return fmt.Sprintf("ERR unknown command '%.128s', with args beginning with: %s", args[0], b.String())
+	return fmt.Sprintf("ERR unknown command '%s', with args beginning with: %s", cstr(args[0], 128), b.String())
+}
+
+// cstr returns b as Redis's "%.<n>s" prints it: up to its first NUL byte
+// (Redis formats a C string), and at most n bytes (n < 0: no limit). Go's
+// %.128s would count runes, not bytes.
+func cstr(b []byte, n int) []byte {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	if n >= 0 && len(b) > n {
+		b = b[:n]
+	}
+	return b
+}
+
+// string2ll parses an integer as Redis's string2ll does: an optional '-',
+// no '+', no spaces, no leading zeros, at most 20 characters, within int64.
+func string2ll(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) >= 21 {
+		return 0, false
+	}
+	if len(b) == 1 && b[0] == '0' {
+		return 0, true
+	}
+	neg := b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || b[0] < '1' || b[0] > '9' {
+		return 0, false
+	}
+	var v uint64
+	for _, ch := range b {
+		if ch < '0' || ch > '9' {
+			return 0, false
+		}
+		d := uint64(ch - '0')
+		if v > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		v = v*10 + d
+	}
+	switch {
+	case neg && v <= 1<<63:
+		return int64(-v), true
+	case !neg && v <= math.MaxInt64:
+		return int64(v), true
+	}
+	return 0, false
 }
 
 // lower returns b as a lower-case string, without allocating when b is
@@ -271,7 +335,7 @@ func cmdCommandInfo(c *conn, args [][]byte) error {
 		if cmd := lookupFullName(lower(n)); cmd != nil {
 			writeCommandInfo(&c.rep, cmd)
 		} else {
-			c.rep.nullArray()
+			c.rep.null() // Redis 7: a null bulk string in RESP2
 		}
 	}
 	return nil

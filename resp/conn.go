@@ -87,6 +87,9 @@ func (c *conn) serve() {
 		close(writerDone)
 	}()
 	err := c.readLoop()
+	// Subscriptions go before the client can see the connection end: a
+	// publisher that sees it closed counts it no more, as with Redis.
+	c.cl.UnsubscribeAll()
 	c.cancel()
 	var pe *protocolError
 	switch {
@@ -99,8 +102,10 @@ func (c *conn) serve() {
 		// (a client may half-close after sending its last command).
 		c.out.CloseWhenDrained()
 	case errors.Is(err, errQueryBufferLimit):
+		// No reply to the command, but, as in Redis, the replies to the
+		// commands before it are written.
 		c.srv.cfg.Logger.Warn("closing client that reached max query buffer length", "remote", c.addr, "client", c.id)
-		c.out.Close()
+		c.out.CloseWhenDrained()
 	default:
 		c.out.Close()
 	}
@@ -112,8 +117,12 @@ func (c *conn) serve() {
 
 var errQuit = errors.New("quit")
 
+// errSecurityAttack closes, without a reply, a connection that sent an
+// HTTP request.
+var errSecurityAttack = errors.New("possible security attack")
+
 func (c *conn) readLoop() error {
-	rd := redcon.NewReader(newGuard(c.nc, int64(c.srv.cfg.ProtoMaxBulkLen), int64(c.srv.cfg.MaxQueryBuffer)))
+	rd := redcon.NewReader(newGuard(c.nc, int64(c.srv.cfg.ProtoMaxBulkLen), int64(c.srv.cfg.MaxQueryBuffer), func() bool { return c.authed }))
 	for {
 		cmds, err := rd.ReadCommands()
 		if err != nil && c.stopping.Load() {

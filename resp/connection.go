@@ -16,6 +16,12 @@ import (
 const RedisVersion = "7.2.0"
 
 func cmdPing(c *conn, args [][]byte) error {
+	if len(args) > 2 {
+		// Redis checks this in the command itself, after NOAUTH and the
+		// subscribed-mode check.
+		c.rep.err(wrongArity("ping"))
+		return nil
+	}
 	if c.rep.proto == 2 && c.subscribed() {
 		c.rep.array(2)
 		c.rep.bulkString("pong")
@@ -48,11 +54,7 @@ func cmdQuit(c *conn, args [][]byte) error {
 // RESP2, no subscriptions (without confirmations), no name, database 0,
 // replies on, and, when a password is required, not authenticated.
 func cmdReset(c *conn, args [][]byte) error {
-	for k := broker.Kind(0); k <= broker.KindSequenced; k++ {
-		for _, name := range c.cl.Subscriptions(k) {
-			c.cl.Unsubscribe(k, name)
-		}
-	}
+	c.cl.UnsubscribeAll()
 	c.setProto(2)
 	c.replyOff, c.replySkip, c.suppress = false, false, false
 	c.authed = c.srv.cfg.RequirePass == ""
@@ -64,9 +66,13 @@ func cmdReset(c *conn, args [][]byte) error {
 }
 
 func cmdSelect(c *conn, args [][]byte) error {
-	db, err := strconv.Atoi(string(args[1]))
-	if err != nil || db != int(int32(db)) {
+	db, ok := string2ll(args[1])
+	if !ok {
 		c.rep.err("ERR value is not an integer or out of range")
+		return nil
+	}
+	if db != int64(int32(db)) {
+		c.rep.err("ERR value is out of range, value must between -2147483648 and 2147483647")
 		return nil
 	}
 	if db < 0 || db >= 16 {
@@ -76,7 +82,7 @@ func cmdSelect(c *conn, args [][]byte) error {
 	// Channels are global, as in Redis: the database only shows in
 	// CLIENT LIST.
 	c.mu.Lock()
-	c.db = db
+	c.db = int(db)
 	c.mu.Unlock()
 	c.rep.ok()
 	return nil
@@ -126,8 +132,8 @@ func cmdAuth(c *conn, args [][]byte) error {
 func cmdHello(c *conn, args [][]byte) error {
 	proto := 0
 	if len(args) >= 2 {
-		v, err := strconv.ParseInt(string(args[1]), 10, 64)
-		if err != nil {
+		v, ok := string2ll(args[1])
+		if !ok {
 			c.rep.err("ERR Protocol version is not an integer or out of range")
 			return nil
 		}
@@ -149,7 +155,7 @@ func cmdHello(c *conn, args [][]byte) error {
 			name, hasName = args[j+1], true
 			j++
 		default:
-			c.rep.err(fmt.Sprintf("ERR Syntax error in HELLO option '%s'", args[j]))
+			c.rep.err(fmt.Sprintf("ERR Syntax error in HELLO option '%s'", cstr(args[j], -1)))
 			return nil
 		}
 	}

@@ -9,6 +9,8 @@ import (
 const (
 	maxMultibulkCount = 1024 * 1024 // more arguments than this: "invalid multibulk length"
 	maxInlineSize     = 64 * 1024   // PROTO_INLINE_MAX_SIZE: longest inline command or header line
+	maxUnauthCount    = 10          // arguments of a command before AUTH
+	maxUnauthBulk     = 16 * 1024   // bulk length before AUTH
 )
 
 // protocolError is a violation of the RESP framing. Its text is Redis's.
@@ -28,16 +30,26 @@ var errQueryBufferLimit = errors.New("query buffer limit exceeded")
 // malformed or too large, a '$' missing, a header or inline line over 64 KiB,
 // a command over the query buffer limit. The bytes before the violation are
 // passed on, so the complete commands before it still run.
+//
+// Before a client has authenticated, Redis allows at most 10 arguments of at
+// most 16 KiB per command. So that AUTH takes effect for the very next
+// command, as in Redis, guard passes an unauthenticated client's input on
+// one command at a time, holding back the rest until the reader asks again.
 type guard struct {
 	r           io.Reader
-	maxBulk     int64 // largest bulk length (proto-max-bulk-len)
-	maxQueryBuf int64 // largest single command, in bytes
+	maxBulk     int64       // largest bulk length (proto-max-bulk-len)
+	maxQueryBuf int64       // largest single command, in bytes
+	authed      func() bool // whether the client has authenticated
+	held        []byte      // input read but not yet passed on
+	heldErr     error       // the read error that came with held, returned after it
+	ended       bool        // the last byte stepped over ended a command
 
 	state    guardState
 	lineLen  int   // bytes of the current header or inline line
 	num      int64 // number being parsed from a header line
-	numOK    bool  // the header line so far is a valid number
+	numOK    bool  // the header line so far is a valid number, as string2ll reads one
 	neg      bool
+	digits   int   // digits of the number so far
 	bulks    int64 // bulks left in the current multibulk
 	skip     int64 // bytes of the current bulk (with its CRLF) left
 	cmdBytes int64 // bytes of the current command so far
@@ -56,8 +68,8 @@ const (
 	gLineEnd                     // a header line ended with CR; expecting LF
 )
 
-func newGuard(r io.Reader, maxBulk, maxQueryBuf int64) *guard {
-	return &guard{r: r, maxBulk: maxBulk, maxQueryBuf: maxQueryBuf}
+func newGuard(r io.Reader, maxBulk, maxQueryBuf int64, authed func() bool) *guard {
+	return &guard{r: r, maxBulk: maxBulk, maxQueryBuf: maxQueryBuf, authed: authed}
 }
 
 // Read implements io.Reader.
@@ -65,14 +77,33 @@ func (g *guard) Read(p []byte) (int, error) {
 	if g.err != nil {
 		return 0, g.err
 	}
-	n, err := g.r.Read(p)
+	var n int
+	var err error
+	if len(g.held) > 0 {
+		n = copy(p, g.held)
+		g.held = g.held[n:]
+		if len(g.held) == 0 {
+			err, g.heldErr = g.heldErr, nil
+		}
+	} else {
+		n, err = g.r.Read(p)
+	}
 	for i := 0; i < n; i++ {
+		g.ended = false
 		if verr := g.step(p, &i, n); verr != nil {
 			g.err = verr
 			if i == 0 {
 				return 0, verr
 			}
 			return i, nil
+		}
+		if g.ended && i+1 < n && !g.authed() {
+			// Hold the rest until this command has run: it may be AUTH.
+			g.held = append(append([]byte(nil), p[i+1:n]...), g.held...)
+			if err != nil {
+				g.heldErr = err
+			}
+			return i + 1, nil
 		}
 	}
 	return n, err
@@ -85,6 +116,12 @@ func (g *guard) step(p []byte, i *int, n int) error {
 	c := p[*i]
 	if g.state == gBulkBody {
 		take := min(int64(n-*i), g.skip)
+		if g.cmdBytes+take > g.maxQueryBuf {
+			// The command's last bulk counts too: stop at the first
+			// byte over the limit.
+			*i += int(g.maxQueryBuf - g.cmdBytes)
+			return errQueryBufferLimit
+		}
 		g.skip -= take
 		g.cmdBytes += take
 		*i += int(take) - 1
@@ -120,7 +157,9 @@ func (g *guard) step(p []byte, i *int, n int) error {
 		return g.digit(c)
 	case gBulkStart:
 		if c != '$' {
-			return &protocolError{"expected '$', got '" + string(c) + "'"}
+			// The byte as it is, as Redis's %c writes it (string(c)
+			// would encode it as a rune).
+			return &protocolError{"expected '$', got '" + string([]byte{c}) + "'"}
 		}
 		g.startNumber(gBulkLine)
 		return nil
@@ -155,6 +194,7 @@ func (g *guard) startNumber(s guardState) {
 	g.num = 0
 	g.numOK = true
 	g.neg = false
+	g.digits = 0
 }
 
 func (g *guard) digit(c byte) error {
@@ -169,6 +209,10 @@ func (g *guard) digit(c byte) error {
 	case c == '-' && g.lineLen == 1:
 		g.neg = true
 	case c >= '0' && c <= '9' && g.numOK:
+		if g.digits > 0 && g.num == 0 {
+			g.numOK = false // a leading zero: string2ll takes "0" only alone
+		}
+		g.digits++
 		g.num = g.num*10 + int64(c-'0')
 		if g.num > 1<<40 {
 			g.numOK = false // far beyond any limit; stop before it overflows
@@ -181,9 +225,15 @@ func (g *guard) digit(c byte) error {
 
 // endHeader checks a complete multibulk count or bulk length.
 func (g *guard) endHeader() error {
+	if g.digits == 0 || g.lineLen >= 21 || (g.neg && g.num == 0) {
+		g.numOK = false // not a number for string2ll: "", "-", "-0", too long
+	}
 	if g.state == gCountLine {
 		if !g.numOK || g.neg || g.num <= 0 || g.num > maxMultibulkCount {
 			return &protocolError{"invalid multibulk length"}
+		}
+		if g.num > maxUnauthCount && !g.authed() {
+			return &protocolError{"unauthenticated multibulk length"}
 		}
 		g.bulks = g.num
 		g.skip = 0
@@ -193,6 +243,9 @@ func (g *guard) endHeader() error {
 	if !g.numOK || g.neg || g.num > g.maxBulk {
 		return &protocolError{"invalid bulk length"}
 	}
+	if g.num > maxUnauthBulk && !g.authed() {
+		return &protocolError{"unauthenticated bulk length"}
+	}
 	g.skip = g.num + 2
 	g.state = gLineEnd
 	return nil
@@ -201,4 +254,5 @@ func (g *guard) endHeader() error {
 func (g *guard) endCommand() {
 	g.state = gStart
 	g.cmdBytes = 0
+	g.ended = true
 }

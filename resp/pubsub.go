@@ -85,12 +85,10 @@ func (c *conn) subscriptionCount(k broker.Kind) int {
 	}
 }
 
-// confirm writes a (un)subscribe confirmation. In RESP2 it is an ordinary
-// reply and CLIENT REPLY OFF suppresses it; in RESP3 it is a push.
+// confirm queues a (un)subscribe confirmation. Like Redis, it is sent even
+// under CLIENT REPLY OFF or SKIP, in RESP2 too: it is a push, not a reply,
+// so it is queued at once, out of reach of exec's suppression.
 func (c *conn) confirm(kind string, name []byte, count int) {
-	if c.suppress && c.rep.proto == 2 {
-		return
-	}
 	c.rep.pushHeader(3)
 	c.rep.bulkString(kind)
 	if name == nil {
@@ -99,6 +97,7 @@ func (c *conn) confirm(kind string, name []byte, count int) {
 		c.rep.bulk(name)
 	}
 	c.rep.int(int64(count))
+	c.flushReplies()
 }
 
 // subscribe returns the handler of SUBSCRIBE, PSUBSCRIBE or SSUBSCRIBE.
@@ -118,7 +117,6 @@ func subscribe(k broker.Kind, confirmation string) func(*conn, [][]byte) error {
 				n++
 			}
 			c.confirm(confirmation, name, n)
-			c.flushReplies()
 			c.cl.Subscribe(k, ch)
 		}
 		return nil
@@ -200,6 +198,6 @@ func cmdPubsubHelp(c *conn, args [][]byte) error {
 // subcommandSyntax is Redis's reply to a known subcommand given the wrong
 // arguments.
 func subcommandSyntax(args [][]byte) string {
-	return fmt.Sprintf("ERR unknown subcommand or wrong number of arguments for '%.128s'. Try %s HELP.",
-		args[1], upper(args[0]))
+	return fmt.Sprintf("ERR unknown subcommand or wrong number of arguments for '%s'. Try %s HELP.",
+		cstr(args[1], 128), upper(args[0]))
 }
