@@ -24,12 +24,15 @@ build:
 run: build
 	./bin/herald
 
-# What the tests need on a bare machine. A test never skips for a missing
+# What the tests need on a bare machine (Redis tools and server for the
+# compatibility tests, client libraries, headless Chromium for the browser
+# test). A test never skips for a missing
 # tool; it fails and names what to install, and this target installs it.
 deps:
 	@missing=""; \
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	/usr/bin/python3 -c 'import redis' >/dev/null 2>&1 || missing="$$missing python3 python3-redis"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \

@@ -62,8 +62,10 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 	replaying := len(catchUps) > 0
 	if replaying {
 		go func() {
+			// The replay is bounded by the request, not by the wait:
+			// timeout=0 still returns what is retained.
 			for _, cu := range catchUps {
-				cu.Run(ctx)
+				cu.Run(sctx)
 			}
 			out.PushReply(replayDone)
 		}()
@@ -74,9 +76,14 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 	for len(events) < s.cfg.MaxPollEvents {
 		// Once history is replayed and there is something to return,
 		// take only what is queued already; until then, wait.
-		done := ctx.Done()
-		if !replaying && (messages > 0 || hasGap(events)) {
+		var done <-chan struct{}
+		switch {
+		case replaying:
+			done = sctx.Done() // history comes back whatever the timeout
+		case messages > 0 || hasGap(events):
 			done = closed
+		default:
+			done = ctx.Done()
 		}
 		var err error
 		frames, err = out.Next(done, frames[:0])
