@@ -155,6 +155,9 @@ func (b *Broker) deliverPatterns(m *Message) int {
 // subscription whose pending messages pass its outbox limits fails as a slow
 // consumer.
 func (b *Broker) holdPending(s *subscription, m *Message) {
+	if s.client.out.Err() != nil {
+		return // failed already: its connection is closing
+	}
 	st := s.seq
 	cp := *m // the copy's frame cache belongs to this subscription alone
 	cp.frames = nil

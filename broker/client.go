@@ -60,10 +60,7 @@ func (c *Client) format() Format { return c.fmt.Load().f }
 // KindShard, or KindSequenced for a live-only sequenced subscription) and
 // reports whether it is new. Subscribing twice is harmless.
 func (c *Client) Subscribe(k Kind, name string) bool {
-	s, added := c.add(k, name, nil)
-	if added {
-		c.b.reg.add(s)
-	}
+	_, added := c.add(k, name, nil)
 	return added
 }
 
@@ -79,8 +76,21 @@ func (c *Client) SubscribeFrom(channel string, from Position) *CatchUp {
 	if !added {
 		return nil
 	}
-	c.b.reg.add(s)
 	return &CatchUp{c: c, s: s, from: from}
+}
+
+// SubscribeLatest adds a live sequenced subscription to channel that first
+// tells the subscriber where its stream starts: its Run delivers a Resume
+// frame (Recovered true) whose From is the sequence number of the first
+// message the subscription will receive, so the subscriber has a position
+// to resume from even before its first message arrives. It returns nil if
+// the client already has a sequenced subscription to channel.
+func (c *Client) SubscribeLatest(channel string) *CatchUp {
+	cu := c.SubscribeFrom(channel, Position{})
+	if cu != nil {
+		cu.latest = true
+	}
+	return cu
 }
 
 func (c *Client) add(k Kind, name string, st *seqState) (*subscription, bool) {
@@ -101,19 +111,21 @@ func (c *Client) add(k Kind, name string, st *seqState) (*subscription, bool) {
 	s := &subscription{client: c, kind: k, name: name, seq: st}
 	c.subs[k][name] = s
 	c.counts[k].Add(1)
+	// Registered under c.mu, so that a concurrent Unsubscribe or Close
+	// cannot remove it first. Lock order: c.mu, then registry locks;
+	// nothing takes them the other way round.
+	c.b.reg.add(s)
 	return s, true
 }
 
 // Unsubscribe removes a subscription and reports whether it existed.
 func (c *Client) Unsubscribe(k Kind, name string) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	s, ok := c.subs[k][name]
 	if ok {
 		delete(c.subs[k], name)
 		c.counts[k].Add(-1)
-	}
-	c.mu.Unlock()
-	if ok {
 		c.b.reg.remove(s)
 	}
 	return ok
@@ -154,17 +166,13 @@ func (c *Client) Count(kinds ...Kind) int {
 // be written (RESET, and a connection ending cleanly).
 func (c *Client) UnsubscribeAll() {
 	c.mu.Lock()
-	var all []*subscription
+	defer c.mu.Unlock()
 	for k := range c.subs {
 		for _, s := range c.subs[k] {
-			all = append(all, s)
+			c.b.reg.remove(s)
 		}
 		c.subs[k] = nil
 		c.counts[k].Store(0)
-	}
-	c.mu.Unlock()
-	for _, s := range all {
-		c.b.reg.remove(s)
 	}
 }
 
@@ -185,9 +193,11 @@ func (c *Client) Close() {
 // CatchUp is a sequenced subscription's pending replay of history; see
 // Client.SubscribeFrom.
 type CatchUp struct {
-	c    *Client
-	s    *subscription
-	from Position
+	c      *Client
+	s      *subscription
+	from   Position
+	latest bool        // SubscribeLatest: no replay, only the start position
+	info   ChannelInfo // for latest: the channel's state after registration
 }
 
 // Run replays the retained messages after the starting position, preceded
@@ -198,8 +208,25 @@ type CatchUp struct {
 // memory. If Run fails, the subscription still goes live, after a Resume
 // frame that says nothing was recovered.
 func (cu *CatchUp) Run(ctx context.Context) error {
-	err := cu.replay(ctx)
+	var err error
+	if cu.latest {
+		err = cu.locate()
+	} else {
+		err = cu.replay(ctx)
+	}
 	cu.goLive(err)
+	return err
+}
+
+// locate reads the channel's state for a SubscribeLatest subscription. It
+// runs after the subscription is registered, so every message after the
+// last sequence number it reads is held back for the subscription.
+func (cu *CatchUp) locate() error {
+	if cu.c.b.log == nil {
+		return ErrNoLog
+	}
+	var err error
+	cu.info, err = cu.c.b.log.Info(Global, cu.s.name)
 	return err
 }
 
@@ -223,8 +250,8 @@ func (cu *CatchUp) replay(ctx context.Context) error {
 		}
 	}
 	f := c.format()
-	if !c.out.Push(f.AppendResume(nil, s.name, r)) {
-		return c.out.Err()
+	if !cu.push(f.AppendResume(nil, s.name, r)) {
+		return cu.pushErr()
 	}
 	st.pos = Position{Epoch: h.Epoch, Seq: r.From - 1}
 	if h.Epoch == 0 {
@@ -236,8 +263,15 @@ func (cu *CatchUp) replay(ctx context.Context) error {
 			if m.Seq <= st.pos.Seq {
 				continue
 			}
-			if !c.out.Push(m.frame(f, KindSequenced, "")) {
-				return c.out.Err()
+			if m.Seq != st.pos.Seq+1 {
+				// Retention dropped messages while the replay waited
+				// for the client: say where the stream continues.
+				if !cu.push(f.AppendResume(nil, s.name, Resume{Epoch: m.Epoch, From: m.Seq, Last: m.Seq - 1})) {
+					return cu.pushErr()
+				}
+			}
+			if !cu.push(m.frame(f, KindSequenced, "")) {
+				return cu.pushErr()
 			}
 			st.pos.Seq = m.Seq
 		}
@@ -256,6 +290,26 @@ func (cu *CatchUp) replay(ctx context.Context) error {
 	}
 }
 
+// push queues a replayed frame unless the subscription has been removed
+// meanwhile. It holds the channel's registry lock, which Unsubscribe and
+// Close take to remove the subscription, so that once they return no frame
+// for it is queued. It reports false if the frame was not queued.
+func (cu *CatchUp) push(frame []byte) bool {
+	sh := cu.c.b.reg.shard(cu.s.name)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return !cu.s.removed && cu.c.out.Push(frame)
+}
+
+// pushErr is why push failed: the outbox's error, or ErrClosed when the
+// subscription was removed.
+func (cu *CatchUp) pushErr() error {
+	if err := cu.c.out.Err(); err != nil {
+		return err
+	}
+	return ErrClosed
+}
+
 // goLive delivers the messages held back during the replay and switches the
 // subscription to live delivery.
 func (cu *CatchUp) goLive(replayErr error) {
@@ -264,9 +318,28 @@ func (cu *CatchUp) goLive(replayErr error) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	st := s.seq
-	if replayErr != nil && cu.c.out.Err() == nil {
-		cu.c.out.Push(cu.c.format().AppendResume(nil, s.name, Resume{}))
+	if s.removed {
+		st.pending = nil
+		st.pendingBytes = 0
+		return
+	}
+	switch {
+	case replayErr != nil:
+		if cu.c.out.Err() == nil {
+			cu.c.out.Push(cu.c.format().AppendResume(nil, s.name, Resume{}))
+		}
 		st.pos = Position{}
+	case cu.latest:
+		// The stream starts at the first message held back, if any: it
+		// came after registration (or was being delivered then).
+		// Otherwise right after the last message locate saw.
+		r := Resume{Recovered: true, Epoch: cu.info.Epoch, From: cu.info.LastSeq + 1}
+		if len(st.pending) > 0 {
+			r.Epoch, r.From = st.pending[0].Epoch, st.pending[0].Seq
+		}
+		r.Last = r.From - 1
+		cu.c.out.Push(cu.c.format().AppendResume(nil, s.name, r))
+		st.pos = Position{Epoch: r.Epoch, Seq: r.Last}
 	}
 	for _, m := range st.pending {
 		b.pushSequenced(s, m)

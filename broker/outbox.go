@@ -76,6 +76,7 @@ type Outbox struct {
 	draining  bool      // CloseWhenDrained: no new frames; fail once empty
 	wake      chan struct{}
 	drained   chan struct{} // signalled when Next takes the queue
+	failed    chan struct{} // closed when err is set
 }
 
 // NewOutbox returns an empty outbox with the given limits. onFail, if not
@@ -87,6 +88,7 @@ func NewOutbox(limits OutboxLimits, onFail func(error)) *Outbox {
 		onFail:  onFail,
 		wake:    make(chan struct{}, 1),
 		drained: make(chan struct{}, 1),
+		failed:  make(chan struct{}),
 	}
 }
 
@@ -153,6 +155,7 @@ func (o *Outbox) checkLimitsLocked() error {
 
 func (o *Outbox) failLocked(err error) {
 	o.err = err
+	close(o.failed)
 	o.frames = nil
 	o.bytes = 0
 	o.held = false
@@ -199,6 +202,7 @@ func (o *Outbox) Next(done <-chan struct{}, buf [][]byte) ([][]byte, error) {
 		}
 		if o.draining && len(o.frames) == 0 {
 			o.err = ErrClosed
+			close(o.failed)
 			o.mu.Unlock()
 			if o.onFail != nil {
 				o.onFail(ErrClosed)
@@ -230,6 +234,7 @@ func (o *Outbox) WaitEmpty(ctx context.Context) error {
 		}
 		select {
 		case <-o.drained:
+		case <-o.failed:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

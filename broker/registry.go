@@ -19,6 +19,9 @@ type subscription struct {
 	name   string
 	idx    int       // position in its subSet
 	seq    *seqState // KindSequenced only
+	// removed is set, under the registry lock, when the subscription is
+	// unregistered.
+	removed bool
 }
 
 // seqState tracks what a sequenced subscription has delivered. It is guarded
@@ -115,6 +118,7 @@ func (r *registry) add(sub *subscription) {
 func (r *registry) remove(sub *subscription) {
 	if sub.kind == KindPattern {
 		r.patMu.Lock()
+		sub.removed = true
 		set := r.patterns[sub.name]
 		set.remove(sub)
 		if len(set.subs) == 0 {
@@ -133,6 +137,7 @@ func (r *registry) remove(sub *subscription) {
 	sh := r.shard(sub.name)
 	key := regKey{sub.kind.Namespace(), sub.name}
 	sh.mu.Lock()
+	sub.removed = true
 	set := sh.channels[key]
 	set.remove(sub)
 	if len(set.subs) == 0 {

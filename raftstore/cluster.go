@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/herald-broker/herald/broker"
@@ -164,6 +165,9 @@ func (s *Store) WaitReady(ctx context.Context) error {
 		select {
 		case <-ch:
 		case <-applied:
+		case <-time.After(s.cfg.LeaderPoll):
+			// Raft's own entries (its no-op, barriers) advance the
+			// applied index without the state machine seeing them.
 		case <-ctx.Done():
 			return fmt.Errorf("not ready: %w (%w)", err, ctx.Err())
 		case <-s.stop:

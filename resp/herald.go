@@ -91,9 +91,10 @@ func (c *conn) parseUint(b []byte) (uint64, bool) {
 }
 
 // cmdHeraldSubscribe implements HERALD.SUBSCRIBE <channel> [SINCE <seq>]
-// [EPOCH <epoch>]. Without SINCE the subscription starts live; with it, the
-// retained messages after <seq> are replayed first (preceded by an hresume
-// push saying whether the replay is complete) and the stream continues live
+// [EPOCH <epoch>]. Without SINCE the subscription starts live, after an
+// hresume push giving the position it starts from; with it, the retained
+// messages after <seq> are replayed first (preceded by an hresume push
+// saying whether the replay is complete) and the stream continues live
 // without a gap or a duplicate.
 func cmdHeraldSubscribe(c *conn, args [][]byte) error {
 	var from broker.Position
@@ -129,7 +130,7 @@ func cmdHeraldSubscribe(c *conn, args [][]byte) error {
 	if since {
 		cu = c.cl.SubscribeFrom(ch, from)
 	} else {
-		c.cl.Subscribe(broker.KindSequenced, ch)
+		cu = c.cl.SubscribeLatest(ch)
 	}
 	c.out.Release()
 	if cu != nil {
