@@ -86,6 +86,7 @@ func (c *conn) serve() {
 		c.writeLoop()
 		close(writerDone)
 	}()
+	go c.closeWhenSlow()
 	err := c.readLoop()
 	// Subscriptions go before the client can see the connection end: a
 	// publisher that sees it closed counts it no more, as with Redis.
@@ -174,12 +175,25 @@ func (c *conn) writeLoop() {
 			clear(frames)
 		}
 		if err != nil {
-			if errors.Is(err, broker.ErrSlowConsumer) {
-				c.srv.cfg.Logger.Info("client disconnected: output buffer limit", "remote", c.addr, "client", c.id)
-			}
 			c.nc.Close() // also ends the reader, if it still runs
 			return
 		}
+	}
+}
+
+// closeWhenSlow closes the connection as soon as its outbox fails as a slow
+// consumer. The writer notices the failure only at its next Next, and it may
+// be blocked until WriteTimeout writing to a client that has stopped
+// reading, while the client stays subscribed and counted; Redis closes such
+// a client at once.
+func (c *conn) closeWhenSlow() {
+	select {
+	case <-c.out.Failed():
+		if errors.Is(c.out.Err(), broker.ErrSlowConsumer) {
+			c.srv.cfg.Logger.Info("client disconnected: output buffer limit", "remote", c.addr, "client", c.id)
+			c.nc.Close() // ends the writer's write and the reader's read
+		}
+	case <-c.ctx.Done():
 	}
 }
 
