@@ -17,10 +17,11 @@ import (
 // every message the log delivers afterwards reaches the client; once
 // Unsubscribe returns, none does.
 type Client struct {
-	b   *Broker
-	id  uint64
-	out *Outbox
-	fmt atomic.Pointer[formatBox]
+	b      *Broker
+	id     uint64
+	out    *Outbox
+	fmt    atomic.Pointer[formatBox]
+	onFail atomic.Pointer[func(error)]
 
 	mu     sync.Mutex
 	subs   [numKinds]map[string]*subscription
@@ -38,11 +39,23 @@ func (b *Broker) NewClient(f Format) *Client {
 			b.slow.Add(1)
 			b.cfg.Logger.Warn("disconnecting slow consumer", "client", c.id)
 		}
+		if fn := c.onFail.Load(); fn != nil {
+			(*fn)(err)
+		}
 	})
 	c.SetFormat(f)
 	b.clients.Add(1)
 	return c
 }
+
+// OnFail sets a function called once when the client's outbox fails: with
+// ErrSlowConsumer when it passed its limits, ErrClosed when closed. The
+// transport closes the connection there, at once, rather than when its
+// writer next looks (it may be blocked writing to a client that stopped
+// reading). fn runs on the goroutine that caused the failure, possibly
+// while the broker delivers a message: it must not block or call the
+// broker; it may start a goroutine that does.
+func (c *Client) OnFail(fn func(error)) { c.onFail.Store(&fn) }
 
 // ID returns the client's unique id (CLIENT ID).
 func (c *Client) ID() uint64 { return c.id }
@@ -240,6 +253,18 @@ func (cu *CatchUp) replay(ctx context.Context) error {
 	h, err := b.log.History(Global, s.name, HistoryQuery{After: cu.from.Seq, Limit: page})
 	if err != nil {
 		return err
+	}
+	if cu.from.Seq > h.Last || cu.from.Epoch != 0 && cu.from.Epoch != h.Epoch {
+		// The client has seen what this node has not: it comes from a
+		// node further ahead. Catch up with the log before judging the
+		// position a gap; without a quorum, judge by what is here.
+		if err := b.log.Sync(ctx); err == nil {
+			if h, err = b.log.History(Global, s.name, HistoryQuery{After: cu.from.Seq, Limit: page}); err != nil {
+				return err
+			}
+		} else if ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
 	r := resumeFor(cu.from, h)
 	if h.Epoch != 0 && cu.from.Seq > r.From-1 {

@@ -287,12 +287,6 @@ func (o *Outbox) fail(err error) {
 	o.notifyFail(err)
 }
 
-// Failed returns a channel that is closed when the outbox fails, after which
-// Err is not nil. A writer blocked on a client that has stopped reading does
-// not call Next again until its write returns; its transport waits on Failed
-// to close such a connection as soon as the client passes its limits.
-func (o *Outbox) Failed() <-chan struct{} { return o.failed }
-
 // Err returns the error the outbox failed with, or nil.
 func (o *Outbox) Err() error {
 	o.mu.Lock()

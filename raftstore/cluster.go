@@ -141,24 +141,34 @@ func (st Status) String() string {
 	return st.NodeID + " " + st.State + " leader=" + st.LeaderID + " term=" + strconv.FormatUint(st.Term, 10)
 }
 
-// Ready reports whether the node can serve consistently: it knows a leader
-// and has applied everything it knows to be committed.
-func (s *Store) Ready() error {
+// readyLag is how far a node's applied index may trail its commit index
+// with the node still ready: entries are committed before they are applied,
+// so a node that keeps up under load always trails by a few. A node further
+// behind is catching up (after a partition, a restart, a snapshot).
+const readyLag = 1024
+
+// Ready reports whether the node can serve: it knows a leader and is
+// keeping up with the log (it trails what it knows to be committed by at
+// most readyLag entries).
+func (s *Store) Ready() error { return s.ready(readyLag) }
+
+func (s *Store) ready(lag uint64) error {
 	if addr, _ := s.raft.LeaderWithID(); addr == "" {
 		return errors.New("no leader")
 	}
-	if applied, commit := s.raft.AppliedIndex(), s.raft.CommitIndex(); applied < commit {
+	if applied, commit := s.raft.AppliedIndex(), s.raft.CommitIndex(); applied+lag < commit {
 		return fmt.Errorf("catching up: applied %d of %d", applied, commit)
 	}
 	return nil
 }
 
-// WaitReady waits until Ready reports nil or ctx ends.
+// WaitReady waits until the node knows a leader and has applied everything
+// it knows to be committed, or ctx ends.
 func (s *Store) WaitReady(ctx context.Context) error {
 	for {
 		ch := s.leaderWait.wait()
 		applied := s.fsm.appliedWait.wait()
-		err := s.Ready()
+		err := s.ready(0)
 		if err == nil {
 			return nil
 		}

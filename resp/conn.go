@@ -73,6 +73,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.lastActive = c.created
 	c.rep.proto = 2
 	c.cl = s.broker.NewClient(formatRESP2)
+	c.cl.OnFail(c.closeIfSlow)
 	c.out = c.cl.Outbox()
 	c.id = c.cl.ID()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -86,7 +87,6 @@ func (c *conn) serve() {
 		c.writeLoop()
 		close(writerDone)
 	}()
-	go c.closeWhenSlow()
 	err := c.readLoop()
 	// Subscriptions go before the client can see the connection end: a
 	// publisher that sees it closed counts it no more, as with Redis.
@@ -181,19 +181,16 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// closeWhenSlow closes the connection as soon as its outbox fails as a slow
-// consumer. The writer notices the failure only at its next Next, and it may
-// be blocked until WriteTimeout writing to a client that has stopped
-// reading, while the client stays subscribed and counted; Redis closes such
-// a client at once.
-func (c *conn) closeWhenSlow() {
-	select {
-	case <-c.out.Failed():
-		if errors.Is(c.out.Err(), broker.ErrSlowConsumer) {
-			c.srv.cfg.Logger.Info("client disconnected: output buffer limit", "remote", c.addr, "client", c.id)
-			c.nc.Close() // ends the writer's write and the reader's read
-		}
-	case <-c.ctx.Done():
+// closeIfSlow closes the connection as soon as its outbox fails as a slow
+// consumer. The writer would notice only at its next Next, and it may be
+// blocked until WriteTimeout writing to a client that has stopped reading,
+// the client staying subscribed and counted meanwhile; Redis closes such a
+// client at once. Closing the socket ends the writer's write and the
+// reader's read; serve then removes the subscriptions.
+func (c *conn) closeIfSlow(err error) {
+	if errors.Is(err, broker.ErrSlowConsumer) {
+		c.srv.cfg.Logger.Info("client disconnected: output buffer limit", "remote", c.addr, "client", c.id)
+		c.nc.Close()
 	}
 }
 

@@ -170,16 +170,16 @@ func malCases() []malCase {
 		// calls it malformed. A documented deviation (docs/protocol.md).
 		{name: "multibulk_count_negative", input: malPrefix + "*-1\r\n" + malSentinel,
 			want: append(answered, "-ERR Protocol error: invalid multibulk length\r\n", malClosed),
-			why: "redcon rejects a count <= 0, which Redis skips"},
+			why:  "redcon rejects a count <= 0, which Redis skips"},
 		{name: "multibulk_count_zero", input: malPrefix + "*0\r\n" + malSentinel,
 			want: append(answered, "-ERR Protocol error: invalid multibulk length\r\n", malClosed),
-			why: "redcon rejects a count <= 0, which Redis skips"},
+			why:  "redcon rejects a count <= 0, which Redis skips"},
 		// Redis 7 accepts up to INT_MAX arguments; Herald keeps Redis 6's
 		// 1024*1024, since redcon re-parses a partial command's headers on
 		// every read.
 		{name: "multibulk_count_over_1M", input: malPrefix + "*1048577\r\n" + big + malSentinel,
 			want: append(answered, "-ERR Protocol error: invalid multibulk length\r\n", malClosed),
-			why: "Herald keeps the 1M argument limit"},
+			why:  "Herald keeps the 1M argument limit"},
 		// Redis's string2ll takes no leading zeros.
 		{name: "multibulk_count_leading_zero", input: malPrefix + "*01\r\n$4\r\nPING\r\n" + malSentinel},
 		{name: "multibulk_line_over_64k", input: malPrefix + "*" + strings.Repeat("1", 70000)},

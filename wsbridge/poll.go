@@ -14,7 +14,8 @@ import (
 // servePoll answers a long-poll: GET /poll?channel=a[&since=N[&epoch=E]]...
 // [&timeout=25s]. If messages after since exist, it returns at once with
 // them (up to MaxPollEvents); otherwise it waits, up to the timeout, for the
-// next one. A channel without since waits for the next message only. The
+// next one. A channel without since waits for the next message, and its
+// resume event gives the position to poll from next. The
 // response is {"events":[...]}, the same events as over WebSocket, "resume"
 // events included; an empty list means the wait timed out.
 func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
@@ -51,11 +52,17 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 	cl := s.broker.NewClient(jsonFormat{})
 	defer cl.Close()
 	out := cl.Outbox()
+	// A channel without since starts at its latest position: its resume
+	// event tells the client where to poll from next.
 	var catchUps []*broker.CatchUp
 	for _, sub := range subs {
-		if !sub.resume {
-			cl.Subscribe(broker.KindSequenced, sub.channel)
-		} else if cu := cl.SubscribeFrom(sub.channel, sub.from); cu != nil {
+		var cu *broker.CatchUp
+		if sub.resume {
+			cu = cl.SubscribeFrom(sub.channel, sub.from)
+		} else {
+			cu = cl.SubscribeLatest(sub.channel)
+		}
+		if cu != nil {
 			catchUps = append(catchUps, cu)
 		}
 	}
@@ -91,6 +98,9 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 			if len(f) == 0 {
 				replaying = false
 				continue
+			}
+			if len(events) == s.cfg.MaxPollEvents {
+				continue // the client polls again from the last sequence number it got
 			}
 			events = append(events, f)
 			if isMessageEvent(f) {

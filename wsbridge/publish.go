@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"path"
 	"strconv"
 	"strings"
@@ -21,8 +22,9 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusForbidden, "forbidden", "publishing from a browser is disabled on this server")
 		return
 	}
-	channel := r.PathValue("channel")
-	if channel == "" {
+	// The channel is the rest of the path as sent, unescaped.
+	channel, err := url.PathUnescape(strings.TrimPrefix(r.URL.EscapedPath(), "/publish/"))
+	if err != nil || channel == "" {
 		writeJSONError(w, http.StatusBadRequest, "bad_request", "POST /publish/{channel}: the channel is missing")
 		return
 	}

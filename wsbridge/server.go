@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,26 +109,42 @@ type Server struct {
 	streamCtx  context.Context
 	endStreams context.CancelFunc
 
-	mu sync.Mutex
-	ws map[*wsConn]struct{}
+	mu      sync.Mutex
+	ws      map[*wsConn]struct{}
+	closing bool          // Shutdown has begun
+	wsGone  chan struct{} // closed when closing and no WebSocket connection is left
 }
 
 // New returns a server for b.
 func New(b *broker.Broker, cfg Config) *Server {
-	s := &Server{cfg: cfg.withDefaults(), broker: b, ws: map[*wsConn]struct{}{}}
+	s := &Server{cfg: cfg.withDefaults(), broker: b, ws: map[*wsConn]struct{}{}, wsGone: make(chan struct{})}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	s.streamCtx, s.endStreams = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ws", s.serveWS)
 	mux.HandleFunc("GET /sse", s.serveSSE)
 	mux.HandleFunc("GET /poll", s.servePoll)
-	mux.HandleFunc("POST /publish/{channel...}", s.servePublish)
-	mux.HandleFunc("OPTIONS /publish/{channel...}", s.servePublishPreflight)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /", staticHandler())
 	s.http = &http.Server{
-		Handler:           mux,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// Publish is routed before ServeMux cleans the path: empty,
+			// "." and ".." segments are part of a channel name, and
+			// ServeMux's redirect to the cleaned path would make a
+			// client that follows it publish to another channel.
+			if strings.HasPrefix(r.URL.Path, "/publish/") {
+				switch r.Method {
+				case http.MethodPost:
+					s.servePublish(w, r)
+					return
+				case http.MethodOptions:
+					s.servePublishPreflight(w, r)
+					return
+				}
+			}
+			mux.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
 	}
@@ -147,16 +164,28 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 // Shutdown stops accepting requests, closes WebSocket connections with
-// 1001 (going away) and ends SSE streams, and waits for requests in
-// progress until ctx ends. Clients reconnect elsewhere and resume.
+// 1001 (going away), after what is queued for them, and ends SSE streams,
+// and waits for requests in progress and close handshakes until ctx ends.
+// Clients reconnect elsewhere and resume.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.endStreams()
 	s.mu.Lock()
-	for c := range s.ws {
-		c.closeWith(websocket.StatusGoingAway, "server shutting down")
+	if !s.closing {
+		s.closing = true
+		for c := range s.ws {
+			c.closeWith(websocket.StatusGoingAway, "server shutting down")
+		}
+		s.noteWSGoneLocked()
 	}
 	s.mu.Unlock()
 	err := s.http.Shutdown(ctx)
+	select {
+	case <-s.wsGone:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
 	s.cancel()
 	return err
 }
@@ -166,8 +195,25 @@ func (s *Server) track(c *wsConn, add bool) {
 	defer s.mu.Unlock()
 	if add {
 		s.ws[c] = struct{}{}
-	} else {
-		delete(s.ws, c)
+		if s.closing {
+			c.closeWith(websocket.StatusGoingAway, "server shutting down")
+		}
+		return
+	}
+	delete(s.ws, c)
+	if s.closing {
+		s.noteWSGoneLocked()
+	}
+}
+
+// noteWSGoneLocked closes wsGone once no WebSocket connection is left.
+func (s *Server) noteWSGoneLocked() {
+	select {
+	case <-s.wsGone:
+	default:
+		if len(s.ws) == 0 {
+			close(s.wsGone)
+		}
 	}
 }
 

@@ -40,18 +40,36 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
 		applyLastEventID(subs, id)
 	}
+	ctx, stop := s.streamContext(r)
+	defer stop()
+	cl := s.broker.NewClient(sseFormat{})
+	defer cl.Close()
+	out := cl.Outbox()
+
+	// Subscribe before the response starts: a browser that acts once the
+	// stream is open (EventSource's open event) must not miss what it
+	// causes. A channel without a position starts from its latest: its
+	// resume event gives the stream's id a position for it from the
+	// start, so a reconnect misses nothing even if no message came before.
+	var catchUps []*broker.CatchUp
+	for _, sub := range subs {
+		var cu *broker.CatchUp
+		if sub.resume {
+			cu = cl.SubscribeFrom(sub.channel, sub.from)
+		} else {
+			cu = cl.SubscribeLatest(sub.channel)
+		}
+		if cu != nil {
+			catchUps = append(catchUps, cu)
+		}
+	}
+
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	w.WriteHeader(http.StatusOK)
-
-	ctx, stop := s.streamContext(r)
-	defer stop()
-	cl := s.broker.NewClient(sseFormat{})
-	defer cl.Close()
-	out := cl.Outbox()
 
 	pos := newPositions(subs)
 	// Tell the browser where the stream starts, and to retry quickly.
@@ -63,16 +81,6 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	var catchUps []*broker.CatchUp
-	for _, sub := range subs {
-		if sub.resume {
-			if cu := cl.SubscribeFrom(sub.channel, sub.from); cu != nil {
-				catchUps = append(catchUps, cu)
-			}
-		} else {
-			cl.Subscribe(broker.KindSequenced, sub.channel)
-		}
-	}
 	go func() {
 		for _, cu := range catchUps {
 			cu.Run(ctx)

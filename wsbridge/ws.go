@@ -1,6 +1,7 @@
 package wsbridge
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -55,6 +57,25 @@ type wsConn struct {
 	subs int // subscriptions held (channels and patterns)
 
 	closeOnce sync.Once
+	closing   atomic.Pointer[closeRequest] // set by closeWith
+
+	// While a history replay runs on its own goroutine, later requests
+	// wait in queue, so that they take effect in order while the reader
+	// keeps reading (coder/websocket answers pongs only while reading).
+	workMu  sync.Mutex
+	working bool
+	queue   []*request
+}
+
+// maxQueuedRequests bounds the requests a connection may send while one of
+// its replays runs.
+const maxQueuedRequests = 1024
+
+// closeRequest is the close frame the writer sends once the outbox is
+// drained.
+type closeRequest struct {
+	code   websocket.StatusCode
+	reason string
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -76,6 +97,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ctx, stop := context.WithCancel(s.baseCtx)
 	conn := &wsConn{s: s, c: c, ctx: ctx, stop: stop}
 	conn.cl = s.broker.NewClient(jsonFormat{})
+	conn.cl.OnFail(conn.dropIfSlow)
 	conn.out = conn.cl.Outbox()
 	s.track(conn, true)
 	defer s.track(conn, false)
@@ -91,12 +113,21 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	defer pinger.Stop()
 
 	for _, sub := range subs {
-		if err := conn.subscribe(nil, broker.KindSequenced, sub.channel, sub.from, sub.resume); err != nil {
-			conn.closeWith(CloseTooManySubscriptions, err.Error())
+		req := &request{Op: "subscribe", Channel: sub.channel, Epoch: sub.from.Epoch}
+		if sub.resume {
+			req.Since = &sub.from.Seq
+		}
+		if conn.dispatch(req) != nil {
 			break
 		}
 	}
 	conn.readLoop()
+	if conn.closing.Load() != nil {
+		// The server is closing the connection: the writer sends what
+		// is queued, then the close frame, and waits for the client's
+		// (bounded by WriteTimeout and the library's close timeouts).
+		<-writerDone
+	}
 	stop()
 	<-writerDone
 }
@@ -117,15 +148,77 @@ func (c *wsConn) readLoop() {
 			c.closeWith(CloseBadRequest, "malformed request: not a JSON object")
 			return
 		}
-		if err := c.handle(&req); err != nil {
+		if len(req.ID) > 0 {
+			// The id is echoed in the reply, and replies are one per
+			// line: drop the whitespace (line breaks too) JSON allows in it.
+			var id bytes.Buffer
+			json.Compact(&id, req.ID)
+			req.ID = id.Bytes()
+		}
+		if err := c.dispatch(&req); err != nil {
 			return
 		}
 	}
 }
 
-// handle runs one request. It returns an error only when the connection
-// must close.
-func (c *wsConn) handle(req *request) error {
+var errTooManyRequests = errors.New("too many requests while history is replayed")
+
+// dispatch handles a request now, or queues it behind a running replay. It
+// returns an error when the connection must close.
+func (c *wsConn) dispatch(req *request) error {
+	c.workMu.Lock()
+	if c.working {
+		if len(c.queue) >= maxQueuedRequests {
+			c.workMu.Unlock()
+			c.closeWith(CloseBadRequest, errTooManyRequests.Error())
+			return errTooManyRequests
+		}
+		c.queue = append(c.queue, req)
+		c.workMu.Unlock()
+		return nil
+	}
+	c.workMu.Unlock()
+	cu, err := c.handle(req)
+	if err != nil || cu == nil {
+		return err
+	}
+	c.workMu.Lock()
+	c.working = true
+	c.workMu.Unlock()
+	go c.work(cu)
+	return nil
+}
+
+// work runs a replay, then the requests queued behind it (and the replays
+// they start), then stops.
+func (c *wsConn) work(cu *broker.CatchUp) {
+	for cu != nil {
+		if err := cu.Run(c.ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, broker.ErrClosed) {
+			c.s.cfg.Logger.Warn("history replay failed", "client", c.cl.ID(), "err", err)
+		}
+		cu = nil
+		for cu == nil {
+			c.workMu.Lock()
+			if len(c.queue) == 0 {
+				c.working = false
+				c.workMu.Unlock()
+				return
+			}
+			req := c.queue[0]
+			c.queue[0] = nil
+			c.queue = c.queue[1:]
+			c.workMu.Unlock()
+			var err error
+			if cu, err = c.handle(req); err != nil {
+				return // closing: the reader stops queueing soon
+			}
+		}
+	}
+}
+
+// handle runs one request. It returns the replay a subscribe starts, which
+// the caller runs, and an error only when the connection must close.
+func (c *wsConn) handle(req *request) (*broker.CatchUp, error) {
 	switch req.Op {
 	case "subscribe":
 		switch {
@@ -134,14 +227,15 @@ func (c *wsConn) handle(req *request) error {
 			if req.Since != nil {
 				from = broker.Position{Epoch: req.Epoch, Seq: *req.Since}
 			}
-			if err := c.subscribe(req.ID, broker.KindSequenced, req.Channel, from, req.Since != nil); err != nil {
+			cu, err := c.subscribe(req.ID, broker.KindSequenced, req.Channel, from, req.Since != nil)
+			if err != nil {
 				c.closeWith(CloseTooManySubscriptions, err.Error())
-				return err
 			}
+			return cu, err
 		case req.Pattern != "" && req.Channel == "":
-			if err := c.subscribe(req.ID, broker.KindPattern, req.Pattern, broker.Position{}, false); err != nil {
+			if _, err := c.subscribe(req.ID, broker.KindPattern, req.Pattern, broker.Position{}, false); err != nil {
 				c.closeWith(CloseTooManySubscriptions, err.Error())
-				return err
+				return nil, err
 			}
 		default:
 			c.replyError(req.ID, "bad_request", "subscribe needs one of channel or pattern")
@@ -168,43 +262,51 @@ func (c *wsConn) handle(req *request) error {
 	default:
 		c.replyError(req.ID, "bad_request", "unknown op "+strconv.Quote(req.Op))
 	}
-	return nil
+	return nil, nil
 }
 
 // subscribe adds a sequenced subscription to a channel (KindSequenced) or
-// a pattern subscription (KindPattern). With resume, a channel first gets
-// the retained messages after from, as HERALD.SUBSCRIBE ... SINCE does. The
-// confirmation is queued before the subscription is registered, with the
-// outbox held meanwhile, so the client sees the confirmation first and
-// misses nothing published after it.
-func (c *wsConn) subscribe(id json.RawMessage, k broker.Kind, name string, from broker.Position, resume bool) error {
+// a pattern subscription (KindPattern). The confirmation is queued before
+// the subscription is registered, with the outbox held meanwhile, so the
+// client sees the confirmation first and misses nothing published after it.
+// With resume, a channel first gets the retained messages after from, as
+// HERALD.SUBSCRIBE ... SINCE does: subscribe returns that replay for the
+// caller to run. Without, the channel's resume event (sent at once) gives
+// the position its stream starts from, so the client can resume even if it
+// is cut off before its first message.
+func (c *wsConn) subscribe(id json.RawMessage, k broker.Kind, name string, from broker.Position, resume bool) (*broker.CatchUp, error) {
 	key := "channel"
 	if k == broker.KindPattern {
 		key = "pattern"
 	}
 	if c.cl.Has(k, name) {
 		c.reply(id, "subscribed", key, name)
-		return nil
+		return nil, nil
 	}
 	if c.subs >= c.s.cfg.MaxSubscriptions {
-		return errTooManySubscriptions
+		return nil, errTooManySubscriptions
 	}
 	c.out.Hold()
 	c.reply(id, "subscribed", key, name)
 	var cu *broker.CatchUp
-	if resume {
-		cu = c.cl.SubscribeFrom(name, from)
-	} else {
+	switch {
+	case k == broker.KindPattern:
 		c.cl.Subscribe(k, name)
+	case resume:
+		cu = c.cl.SubscribeFrom(name, from)
+	default:
+		cu = c.cl.SubscribeLatest(name)
 	}
 	c.subs++
 	c.out.Release()
-	if cu != nil {
-		if err := cu.Run(c.ctx); err != nil && !errors.Is(err, context.Canceled) {
-			c.s.cfg.Logger.Warn("history replay failed", "channel", name, "err", err)
+	if cu != nil && !resume {
+		// Only the channel's position to read: no need for the worker.
+		if err := cu.Run(c.ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, broker.ErrClosed) {
+			c.s.cfg.Logger.Warn("reading the channel's position failed", "channel", name, "err", err)
 		}
+		return nil, nil
 	}
-	return nil
+	return cu, nil
 }
 
 var errTooManySubscriptions = errors.New("too many subscriptions")
@@ -299,9 +401,12 @@ func (c *wsConn) writeLoop() {
 		switch {
 		case errors.Is(err, broker.ErrSlowConsumer):
 			c.s.cfg.Logger.Info("websocket client disconnected: outbox limit", "client", c.cl.ID())
-			c.closeWith(CloseSlowConsumer, "slow consumer: messages were not read fast enough")
+			c.c.Close(CloseSlowConsumer, "slow consumer: messages were not read fast enough")
 			return
 		case err != nil:
+			if req := c.closing.Load(); req != nil {
+				c.c.Close(req.code, req.reason)
+			}
 			return
 		}
 	}
@@ -334,12 +439,23 @@ func (c *wsConn) ping() {
 	time.AfterFunc(c.s.cfg.PingInterval, c.ping)
 }
 
-// closeWith closes the connection with a code and reason, once.
+// dropIfSlow stops delivering to a connection whose outbox failed as a slow
+// consumer, at once: it no longer counts as a receiver. The writer sends
+// the 4001 close frame when its write in progress returns (the client may
+// have stopped reading: WriteTimeout bounds that).
+func (c *wsConn) dropIfSlow(err error) {
+	if errors.Is(err, broker.ErrSlowConsumer) {
+		go c.cl.UnsubscribeAll()
+	}
+}
+
+// closeWith closes the connection with a code and reason, once, after what
+// is already queued for it: the client gets the replies to its earlier
+// requests before the close frame. The writer sends the close frame when
+// the outbox is drained; it does not block.
 func (c *wsConn) closeWith(code websocket.StatusCode, reason string) {
 	c.closeOnce.Do(func() {
-		go func() {
-			c.c.Close(code, reason)
-			c.stop()
-		}()
+		c.closing.Store(&closeRequest{code, reason})
+		c.out.CloseWhenDrained()
 	})
 }

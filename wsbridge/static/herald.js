@@ -18,10 +18,11 @@
 // channel after the last (epoch, seq) it delivered, so the server replays
 // what was missed from its retained history. When history no longer reaches
 // back that far, or the channel was reset (a new epoch), it says so with a
-// 'gap' event before the messages that follow. Pattern subscriptions and
-// channel subscriptions that have received nothing yet have no position:
-// they resume live, and miss what was published while disconnected (give a
-// new channel { since: 0 } to get everything it ever retained).
+// 'gap' event before the messages that follow. A new channel subscription
+// learns its starting position from the server at once (a resume event),
+// so it resumes without a gap even before its first message. Pattern
+// subscriptions have no position: they resume live, and miss what was
+// published while disconnected.
 //
 // Protocol: one JSON request per WebSocket text frame; the server answers
 // with JSON events, one per line, several per frame. See docs/recipes.md.
