@@ -54,18 +54,7 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 	out := cl.Outbox()
 	// A channel without since starts at its latest position: its resume
 	// event tells the client where to poll from next.
-	var catchUps []*broker.CatchUp
-	for _, sub := range subs {
-		var cu *broker.CatchUp
-		if sub.resume {
-			cu = cl.SubscribeFrom(sub.channel, sub.from)
-		} else {
-			cu = cl.SubscribeLatest(sub.channel)
-		}
-		if cu != nil {
-			catchUps = append(catchUps, cu)
-		}
-	}
+	catchUps := subscribeAll(cl, subs)
 	replaying := len(catchUps) > 0
 	if replaying {
 		go func() {
@@ -152,6 +141,26 @@ func hasGap(events [][]byte) bool {
 		}
 	}
 	return false
+}
+
+// subscribeAll subscribes cl to each requested channel: from its since
+// when given, else from its latest position. Every channel gets a resume
+// event (its starting position); the returned replays deliver them and the
+// history, and must be run.
+func subscribeAll(cl *broker.Client, subs []subRequest) []*broker.CatchUp {
+	var catchUps []*broker.CatchUp
+	for _, sub := range subs {
+		var cu *broker.CatchUp
+		if sub.resume {
+			cu = cl.SubscribeFrom(sub.channel, sub.from)
+		} else {
+			cu = cl.SubscribeLatest(sub.channel)
+		}
+		if cu != nil {
+			catchUps = append(catchUps, cu)
+		}
+	}
+	return catchUps
 }
 
 // subRequest is one channel asked for in a query string.

@@ -51,18 +51,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	// causes. A channel without a position starts from its latest: its
 	// resume event gives the stream's id a position for it from the
 	// start, so a reconnect misses nothing even if no message came before.
-	var catchUps []*broker.CatchUp
-	for _, sub := range subs {
-		var cu *broker.CatchUp
-		if sub.resume {
-			cu = cl.SubscribeFrom(sub.channel, sub.from)
-		} else {
-			cu = cl.SubscribeLatest(sub.channel)
-		}
-		if cu != nil {
-			catchUps = append(catchUps, cu)
-		}
-	}
+	catchUps := subscribeAll(cl, subs)
 
 	rc := http.NewResponseController(w)
 	h := w.Header()
