@@ -62,8 +62,15 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+# The standard comparison (Herald on one and three nodes beside
+# redis-server, a few minutes) and every Go micro-benchmark; writes the
+# results into docs/benchmarks.md. BENCH_FLAGS passes flags to the suite,
+# e.g. BENCH_FLAGS="--only publish --duration 5s".
+BENCH_FLAGS ?=
+bench: deps build
+	$(GO) build -o bin/herald-bench ./cmd/herald-bench
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./... | tee bin/gobench.txt
+	./bin/herald-bench suite --herald bin/herald --out docs/benchmarks.md --gobench bin/gobench.txt $(BENCH_FLAGS)
 
 # Runs every fuzz target for FUZZTIME each.
 fuzz:

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-broker/herald/broker"
+	"github.com/herald-broker/herald/raftstore"
+	"github.com/herald-broker/herald/raftstore/raftstoretest"
+	"github.com/herald-broker/herald/resp"
+	"github.com/herald-broker/herald/wsbridge"
+)
+
+// TestMain lets the idle workload re-execute the test binary as a worker,
+// as it re-executes herald-bench.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "worker-idle" {
+		os.Exit(workerIdle(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// heraldServer is a single-node Herald in this process: the broker, a real
+// Raft store on Pebble, and the RESP and HTTP servers on random ports.
+type heraldServer struct {
+	resp string
+	ws   string
+}
+
+func startHeraldInProcess(t *testing.T) heraldServer {
+	t.Helper()
+	b := broker.New(broker.Config{})
+	raftstoretest.Open(t, b, raftstore.Config{})
+	rl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := resp.New(b, resp.Config{})
+	go rs.Serve(rl)
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := wsbridge.New(b, wsbridge.Config{})
+	go hs.Serve(hl)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		rs.Shutdown(ctx)
+		hs.Shutdown(ctx)
+	})
+	return heraldServer{resp: rl.Addr().String(), ws: "ws://" + hl.Addr().String() + "/ws"}
+}
+
+func testCommon(h heraldServer) common {
+	return common{
+		addrs: []string{h.resp}, wsURLs: []string{h.ws}, pids: []int{os.Getpid()}, name: "in-process",
+		duration: time.Second, messages: 20_000, setup: 30 * time.Second,
+	}
+}
+
+// checkRun fails the test unless the run lost nothing and moved messages.
+func checkRun(t *testing.T, res *Result, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	printResult(&b, res)
+	t.Logf("\n%s", b.String())
+	if res.Failed || res.Loss != (Loss{}) {
+		t.Fatalf("run failed: %v (%+v)", res.Failures, res.Loss)
+	}
+	if res.Published == 0 || res.PublishRate <= 0 {
+		t.Fatalf("published %d at %.0f/s", res.Published, res.PublishRate)
+	}
+	if res.Subscribers > 0 && (res.Deliveries != res.Expected || res.DeliveryRate <= 0 || res.Latency.Count != res.Deliveries) {
+		t.Fatalf("delivered %d of %d at %.0f/s, %d latencies", res.Deliveries, res.Expected, res.DeliveryRate, res.Latency.Count)
+	}
+	if len(res.Server.PIDs) == 0 || res.Server.RSSEndKB == 0 {
+		t.Fatalf("server not measured: %+v", res.Server)
+	}
+}
+
+func TestPublishWorkload(t *testing.T) {
+	h := startHeraldInProcess(t)
+	for _, herald := range []bool{false, true} {
+		t.Run(cmdName(herald), func(t *testing.T) {
+			res, err := runPublish(context.Background(), publishConfig{common: testCommon(h), conns: 4, pipeline: 8, size: 64, channels: 2, herald: herald, verify: true})
+			checkRun(t, res, err)
+			if !strings.Contains(res.Verified, "as acknowledged") {
+				t.Fatalf("server state not verified: %q %v", res.Verified, res.Notes)
+			}
+		})
+	}
+}
+
+func TestFanoutWorkload(t *testing.T) {
+	h := startHeraldInProcess(t)
+	cases := []struct {
+		name string
+		cfg  fanoutConfig
+	}{
+		{"resp max rate", fanoutConfig{transport: "resp", channels: 2, subscribers: 20, publishers: 2, window: 16}},
+		{"resp herald.subscribe", fanoutConfig{transport: "resp", heraldSub: true, herald: true, channels: 1, subscribers: 10, publishers: 1, window: 16}},
+		{"ws max rate", fanoutConfig{transport: "ws", channels: 2, subscribers: 20, publishers: 3, window: 16}},
+		{"ws fixed rate", fanoutConfig{transport: "ws", channels: 1, subscribers: 20, publishers: 1, rate: 200}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := c.cfg
+			cfg.common = testCommon(h)
+			cfg.pipeline, cfg.size, cfg.drain, cfg.dialers = 32, 64, 10*time.Second, 8
+			res, err := runFanout(context.Background(), cfg)
+			checkRun(t, res, err)
+			if cfg.rate > 0 && (res.PublishRate < cfg.rate/2 || res.PublishRate > cfg.rate*2) {
+				t.Fatalf("published at %.0f/s, asked for %.0f/s", res.PublishRate, cfg.rate)
+			}
+		})
+	}
+}
+
+// TestClusterWorkload publishes on every node of a three-node cluster and
+// subscribes on all of them: every subscriber must get every message, in
+// each publisher's order, whichever node it came through.
+func TestClusterWorkload(t *testing.T) {
+	c := raftstoretest.OpenCluster(t, 3, broker.Config{}, raftstore.Config{})
+	var addrs []string
+	for _, b := range c.Brokers {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := resp.New(b, resp.Config{})
+		go rs.Serve(ln)
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			rs.Shutdown(ctx)
+		})
+		addrs = append(addrs, ln.Addr().String())
+	}
+	cfg := fanoutConfig{common: common{addrs: addrs, pids: []int{os.Getpid()}, name: "cluster", duration: time.Second, messages: 5000, setup: 30 * time.Second},
+		transport: "resp", channels: 2, subscribers: 9, publishers: 3, pipeline: 32, size: 64, window: 16, drain: 10 * time.Second, dialers: 8}
+	res, err := runFanout(context.Background(), cfg)
+	checkRun(t, res, err)
+	if res.Workload != "cluster" {
+		t.Fatalf("workload %q", res.Workload)
+	}
+}
+
+// TestFanoutDetectsLoss runs a fan-out against a server that drops a
+// message: the run must fail, and say what was lost.
+func TestFanoutDetectsLoss(t *testing.T) {
+	addr := startLossyServer(t, 3)
+	cfg := fanoutConfig{common: common{addrs: []string{addr}, name: "lossy", duration: time.Second, messages: 10, setup: 10 * time.Second},
+		transport: "resp", channels: 1, subscribers: 2, publishers: 1, pipeline: 4, size: 64, window: 4, drain: time.Second, dialers: 2}
+	res, err := runFanout(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Failed || res.Loss.Missing != 2 || res.Loss.Duplicate != 2 {
+		t.Fatalf("failed %v, loss %+v: want 2 missing and 2 duplicates (one of each per subscriber)", res.Failed, res.Loss)
+	}
+}
+
+func TestIdleWorkload(t *testing.T) {
+	h := startHeraldInProcess(t)
+	c := testCommon(h)
+	res, err := runIdle(context.Background(), idleConfig{common: c, conns: 200, perProc: 100, settle: 200 * time.Millisecond, subscribe: true, dialers: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	printResult(&b, res)
+	t.Logf("\n%s", b.String())
+	if res.Failed || res.Idle.Connections != 200 || res.Idle.Processes != 2 {
+		t.Fatalf("failed %v %v, idle %+v", res.Failed, res.Failures, res.Idle)
+	}
+}
+
+func TestCheckLoopback(t *testing.T) {
+	for _, ok := range []string{"127.0.0.1:6379", "localhost:1", "[::1]:80", "ws://127.0.0.1:8080/ws"} {
+		if err := checkLoopback(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"10.0.0.1:6379", "example.com:80", "ws://192.168.1.1:8080/ws", "6379"} {
+		if err := checkLoopback(bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// common is what every workload takes.
+type common struct {
+	addrs    []string // RESP servers (host:port); several for a cluster
+	wsURLs   []string // Herald WebSocket endpoints
+	pids     []int    // server processes to measure; none: found by port
+	name     string   // the target's label in reports
+	duration time.Duration
+	messages uint64 // 0: no limit but duration
+	setup    time.Duration
+	progress time.Duration
+	log      io.Writer // progress lines; nil: none
+	command  string    // the command line, for reports
+	// toolPIDs are other processes of this tool to count as its CPU
+	// (workers); this process is always counted.
+	toolPIDs []int
+}
+
+// serverPIDs returns the processes to measure: the configured ones, or
+// those listening on the targets' ports.
+func (c *common) serverPIDs() []int {
+	if len(c.pids) > 0 {
+		return c.pids
+	}
+	seen := map[int]bool{}
+	var pids []int
+	for _, a := range append(append([]string{}, c.addrs...), c.wsHostPorts()...) {
+		_, port, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		p, _ := strconv.Atoi(port)
+		if pid := pidListening(p); pid != 0 && !seen[pid] {
+			seen[pid] = true
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func (c *common) wsHostPorts() []string {
+	var out []string
+	for _, u := range c.wsURLs {
+		rest := u[strings.Index(u, "://")+3:]
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			rest = rest[:i]
+		}
+		out = append(out, rest)
+	}
+	return out
+}
+
+func (c *common) logf(format string, args ...any) {
+	if c.log != nil {
+		fmt.Fprintf(c.log, format+"\n", args...)
+	}
+}
+
+// newRunID returns a short random id that keeps one run's channels apart
+// from every other's.
+func newRunID() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// publishConfig is the publish-only workload.
+type publishConfig struct {
+	common
+	conns    int
+	pipeline int
+	size     int
+	channels int  // 0: one per connection
+	herald   bool // HERALD.PUBLISH
+	verify   bool // check the servers' channel state after the run (Herald)
+}
+
+// runPublish opens conns pipelined publishing connections (spread over the
+// addresses) and publishes until the duration or message budget runs out.
+func runPublish(ctx context.Context, cfg publishConfig) (*Result, error) {
+	if cfg.channels <= 0 {
+		cfg.channels = cfg.conns
+	}
+	if _, err := newPayload(cfg.size); err != nil {
+		return nil, err
+	}
+	run := newRunID()
+	names := make([]string, cfg.channels)
+	for i := range names {
+		names[i] = fmt.Sprintf("hb:%s:%d", run, i)
+	}
+	ackHist := newShardedHistogram(16)
+	pubs := make([]*publisher, cfg.conns)
+	setupCtx, cancel := context.WithTimeout(ctx, cfg.setup)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, cfg.conns)
+	for i := range pubs {
+		var chs []int
+		if cfg.channels <= cfg.conns {
+			chs = []int{i % cfg.channels}
+		} else {
+			for c := i; c < cfg.channels; c += cfg.conns {
+				chs = append(chs, c)
+			}
+		}
+		pc := publisherConfig{
+			id: uint32(i), addr: cfg.addrs[i%len(cfg.addrs)], channels: chs, names: names,
+			herald: cfg.herald, pipeline: cfg.pipeline, size: cfg.size,
+			messages: share(cfg.messages, cfg.conns, i), ackHist: ackHist.shard(i),
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pubs[i], errs[i] = dialPublisher(setupCtx, pc)
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, p := range pubs {
+			if p != nil {
+				p.conn.Close()
+			}
+		}
+	}()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	res := &Result{
+		Workload: "publish", Target: cfg.name, Command: cfg.command, Started: time.Now(),
+		Desc: fmt.Sprintf("%d connections × pipeline %d, %d B payloads, %d channels, %s", cfg.conns, cfg.pipeline, cfg.size, cfg.channels, cmdName(cfg.herald)),
+	}
+	srv := startSampler(cfg.serverPIDs())
+	mach := startMachineSampler()
+	tool := startSampler(append([]int{ownPID()}, cfg.toolPIDs...))
+	runCtx, stop := context.WithTimeout(ctx, cfg.duration)
+	defer stop()
+	pm := rateMeter{lastT: time.Now()}
+	prog := startProgress(cfg.log, cfg.progress, func(el time.Duration) string {
+		var acked uint64
+		for _, p := range pubs {
+			acked += p.acked.Load()
+		}
+		scpu, srss := srv.interval()
+		tcpu, _ := tool.interval()
+		return fmt.Sprintf("[publish %s] %s  %s publishes/s  server %.0f%% CPU %s  tool %.0f%% CPU",
+			cfg.name, el, fmtRate(pm.rate(acked)), scpu, fmtKB(srss), tcpu)
+	})
+	start := time.Now()
+	for _, p := range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.run(runCtx, 30*time.Second)
+		}()
+	}
+	wg.Wait()
+	prog.end()
+	res.Server, res.Tool = srv.finish(), tool.finish()
+	res.Machine = mach.finish(append(append([]int{}, res.Server.PIDs...), res.Tool.PIDs...))
+
+	var lastAck int64
+	for _, p := range pubs {
+		res.Sent += p.sent.Load()
+		res.Published += p.acked.Load()
+		res.Loss.Errors += p.errs.Load() + p.unanswered()
+		lastAck = max(lastAck, p.lastAck.Load())
+		if p.firstErr != "" {
+			res.Failures = append(res.Failures, fmt.Sprintf("publisher %d: first error reply: %s", p.cfg.id, p.firstErr))
+		}
+		if p.readErr != nil {
+			res.Loss.Disconnects++
+			res.Failures = append(res.Failures, fmt.Sprintf("publisher %d: %v", p.cfg.id, p.readErr))
+		}
+	}
+	res.Elapsed = time.Duration(lastAck - start.UnixNano())
+	if res.Elapsed > 0 {
+		res.PublishRate = float64(res.Published) / res.Elapsed.Seconds()
+	}
+	s := ackHist.merged().Summary()
+	res.AckLatency = &s
+	if cfg.verify {
+		verifyChannels(ctx, cfg.addrs[0], names, res)
+	}
+	res.finish()
+	return res, nil
+}
+
+// share returns publisher i's part of a message budget split n ways.
+func share(total uint64, n, i int) uint64 {
+	if total == 0 {
+		return 0
+	}
+	s := total / uint64(n)
+	if uint64(i) < total%uint64(n) {
+		s++
+	}
+	if s == 0 {
+		s = 1 // 0 would mean unlimited; publish at least one
+	}
+	return s
+}
+
+func cmdName(herald bool) string {
+	if herald {
+		return "HERALD.PUBLISH"
+	}
+	return "PUBLISH"
+}
+
+// verifyChannels asks a Herald server for each channel's last sequence
+// number: their sum must be the number of publishes acknowledged, every one
+// committed once (plus any that failed with an indeterminate error). A
+// server without HERALD.CHANNEL (redis-server) is not checked.
+func verifyChannels(ctx context.Context, addr string, names []string, res *Result) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		res.Notes = append(res.Notes, "not verified: "+err.Error())
+		return
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	rd := newRESPReader(conn, 64<<10)
+	var total uint64
+	for _, name := range names {
+		v, err := roundTrip(conn, rd, "HERALD.CHANNEL", name)
+		if err != nil {
+			if strings.Contains(err.Error(), "unknown command") {
+				return
+			}
+			res.Notes = append(res.Notes, "not verified: "+err.Error())
+			return
+		}
+		for i := 0; i+1 < len(v.elems); i += 2 {
+			if string(v.elems[i].str) == "last_seq" {
+				total += uint64(v.elems[i+1].num)
+			}
+		}
+	}
+	acked, errs := res.Published, res.Loss.Errors
+	switch {
+	case total >= acked && total <= acked+errs:
+		res.Verified = fmt.Sprintf("HERALD.CHANNEL: %s messages committed over %d channels, as acknowledged", fmtCount(total), len(names))
+	default:
+		res.Failures = append(res.Failures, fmt.Sprintf("HERALD.CHANNEL counts %d messages committed, %d were acknowledged", total, acked))
+	}
+}
