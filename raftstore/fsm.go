@@ -38,6 +38,7 @@ type fsm struct {
 	lastTs       int64 // leader time of the last applied entry; never decreases
 	nextDeadline int64 // no expiry index entry is earlier than this
 	dirty        []dirtyMeta
+	batch        *applyBatch // the writes of the ApplyBatch in progress
 
 	// Copies for other goroutines, updated after each applied batch.
 	appliedIndex     atomic.Uint64
@@ -48,7 +49,7 @@ type fsm struct {
 }
 
 func newFSM(db *pebble.DB, b *broker.Broker, logger *slog.Logger) (*fsm, error) {
-	f := &fsm{db: db, broker: b, logger: logger}
+	f := &fsm{db: db, broker: b, logger: logger, batch: newApplyBatch(db)}
 	if err := f.load(); err != nil {
 		return nil, err
 	}
@@ -158,8 +159,7 @@ type outcome struct {
 // skipped.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	resps := make([]interface{}, len(logs))
-	b := f.db.NewIndexedBatch()
-	defer b.Close()
+	b := f.batch
 	var outs []outcome
 	start := f.applied
 	for i, l := range logs {
@@ -181,12 +181,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	var v [16]byte
 	binary.BigEndian.PutUint64(v[:8], f.applied)
 	binary.BigEndian.PutUint64(v[8:], uint64(f.lastTs))
-	if err := b.Set(fsmAppliedKey, v[:], nil); err != nil {
-		panic(fmt.Sprintf("raftstore: apply: %v", err))
-	}
+	b.set(fsmAppliedKey, v[:])
 	// NoSync: the Raft log is synced, and entries above the durable applied
 	// index are applied again after a crash.
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := b.commit(); err != nil {
 		// The in-memory state is ahead of the disk: continuing would
 		// diverge from the other nodes.
 		panic(fmt.Sprintf("raftstore: commit applied state: %v", err))
@@ -199,7 +197,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 }
 
 // applyCommand applies one command entry to b.
-func (f *fsm) applyCommand(b *pebble.Batch, l *raft.Log) (outcome, bool) {
+func (f *fsm) applyCommand(b *applyBatch, l *raft.Log) (outcome, bool) {
 	cmd, err := decodeCommand(l.Data)
 	if err != nil {
 		// Every node sees the same bytes and skips them alike.
@@ -248,7 +246,7 @@ func (f *fsm) rule(m *channelMeta, name string) Rule {
 
 // applyPublish assigns the channel's next sequence number, retains the
 // message as the rule says, and returns the message to deliver.
-func (f *fsm) applyPublish(b *pebble.Batch, p broker.Publish, now int64, index uint64) *broker.Message {
+func (f *fsm) applyPublish(b *applyBatch, p broker.Publish, now int64, index uint64) *broker.Message {
 	key := chanKey{p.Namespace, p.Channel}
 	m := f.metas[key]
 	if m == nil {
@@ -265,7 +263,7 @@ func (f *fsm) applyPublish(b *pebble.Batch, p broker.Publish, now int64, index u
 		if m.count == 0 {
 			m.oldestTs = now
 		}
-		mustSet(b, msgKey(m.prefix, m.lastSeq), encodeMsgValue(now, p.Payload))
+		b.setFresh(msgKey(m.prefix, m.lastSeq), encodeMsgValue(now, p.Payload))
 		if len(m.oldest) == int(m.count) && len(m.oldest) < oldestCap {
 			// The cache holds every retained message: keep it so.
 			m.oldest = append(m.oldest, msgStat{ts: now, size: size})
@@ -287,7 +285,7 @@ func (f *fsm) applyPublish(b *pebble.Batch, p broker.Publish, now int64, index u
 
 // trim drops the oldest retained messages until at most maxCount remain
 // and, if maxBytes > 0, their payloads total at most maxBytes.
-func (f *fsm) trim(b *pebble.Batch, m *channelMeta, maxCount int, maxBytes int64) {
+func (f *fsm) trim(b *applyBatch, m *channelMeta, maxCount int, maxBytes int64) {
 	for m.count > 0 && (m.count > uint64(maxCount) || (maxBytes > 0 && m.bytes > maxBytes)) {
 		f.dropOldest(b, m)
 	}
@@ -299,18 +297,18 @@ func (f *fsm) trim(b *pebble.Batch, m *channelMeta, maxCount int, maxBytes int64
 }
 
 // peekOldest returns the time and size of the oldest retained message.
-func (f *fsm) peekOldest(b *pebble.Batch, m *channelMeta) msgStat {
+func (f *fsm) peekOldest(b *applyBatch, m *channelMeta) msgStat {
 	if len(m.oldest) == 0 {
-		fillOldest(b, m)
+		fillOldest(b.reader(), m)
 	}
 	return m.oldest[0]
 }
 
 // dropOldest deletes the oldest retained message.
-func (f *fsm) dropOldest(b *pebble.Batch, m *channelMeta) {
+func (f *fsm) dropOldest(b *applyBatch, m *channelMeta) {
 	st := f.peekOldest(b, m)
 	m.oldest = m.oldest[1:]
-	mustDelete(b, msgKey(m.prefix, m.firstSeq))
+	b.delete(msgKey(m.prefix, m.firstSeq))
 	m.firstSeq++
 	m.count--
 	m.bytes -= st.size
@@ -326,11 +324,11 @@ func (f *fsm) touch(key chanKey, m *channelMeta) {
 }
 
 // writeDirty writes the metas the batch changed.
-func (f *fsm) writeDirty(b *pebble.Batch) {
+func (f *fsm) writeDirty(b *applyBatch) {
 	for _, d := range f.dirty {
 		d.m.dirty = false
 		if f.metas[d.key] == d.m { // not forgotten meanwhile
-			mustSet(b, metaKey(d.key), d.m.encode())
+			b.set(metaKey(d.key), d.m.encode())
 		}
 	}
 	clear(f.dirty)
@@ -353,7 +351,7 @@ func (f *fsm) deadline(m *channelMeta, r Rule) int64 {
 // schedule makes sure the channel sits in the expiry index no later than its
 // deadline. The index may hold an earlier time than the true deadline (it is
 // corrected when reached), which spares an index write on most publishes.
-func (f *fsm) schedule(b *pebble.Batch, key chanKey, m *channelMeta) {
+func (f *fsm) schedule(b *applyBatch, key chanKey, m *channelMeta) {
 	d := f.deadline(m, m.rule)
 	if d == 0 || (m.indexed != 0 && m.indexed <= d) {
 		return
@@ -361,13 +359,13 @@ func (f *fsm) schedule(b *pebble.Batch, key chanKey, m *channelMeta) {
 	f.reindex(b, key, m, d)
 }
 
-func (f *fsm) reindex(b *pebble.Batch, key chanKey, m *channelMeta, d int64) {
+func (f *fsm) reindex(b *applyBatch, key chanKey, m *channelMeta, d int64) {
 	if m.indexed != 0 {
-		mustDelete(b, expiryKey(m.indexed, key))
+		b.delete(expiryKey(m.indexed, key))
 	}
 	m.indexed = d
 	if d != 0 {
-		mustSet(b, expiryKey(d, key), nil)
+		b.set(expiryKey(d, key), nil)
 		f.nextDeadline = min(f.nextDeadline, d)
 	}
 }
@@ -375,7 +373,7 @@ func (f *fsm) reindex(b *pebble.Batch, key chanKey, m *channelMeta, d int64) {
 // expire handles the channels whose deadline has passed at time now: it
 // drops their messages older than the rule's age, forgets those idle long
 // enough, and files the rest under their next deadline.
-func (f *fsm) expire(b *pebble.Batch, now int64) {
+func (f *fsm) expire(b *applyBatch, now int64) {
 	if now < f.nextDeadline {
 		return
 	}
@@ -385,7 +383,7 @@ func (f *fsm) expire(b *pebble.Batch, now int64) {
 		key      chanKey
 	}
 	var list []due
-	it, err := b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: expiryKey(now+1, chanKey{})})
+	it, err := b.reader().NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: expiryKey(now+1, chanKey{})})
 	if err != nil {
 		panic(fmt.Sprintf("raftstore: expire: %v", err))
 	}
@@ -402,12 +400,12 @@ func (f *fsm) expire(b *pebble.Batch, now int64) {
 	for _, e := range list {
 		m := f.metas[e.key]
 		if m == nil || m.indexed != e.deadline {
-			mustDelete(b, expiryKey(e.deadline, e.key)) // stale entry
+			b.delete(expiryKey(e.deadline, e.key)) // stale entry
 			continue
 		}
 		f.expireChannel(b, e.key, m, now)
 	}
-	f.nextDeadline = f.firstDeadline(b)
+	f.nextDeadline = f.firstDeadline(b.reader())
 }
 
 // firstDeadline returns the earliest deadline in the expiry index.
@@ -428,7 +426,7 @@ func (f *fsm) firstDeadline(r pebble.Reader) int64 {
 	return d
 }
 
-func (f *fsm) expireChannel(b *pebble.Batch, key chanKey, m *channelMeta, now int64) {
+func (f *fsm) expireChannel(b *applyBatch, key chanKey, m *channelMeta, now int64) {
 	r := f.rule(m, key.name)
 	if r.MaxAge > 0 {
 		cutoff := now - r.MaxAge.Milliseconds()
@@ -451,18 +449,18 @@ func (f *fsm) expireChannel(b *pebble.Batch, key chanKey, m *channelMeta, now in
 }
 
 // forget drops a channel's state; its next publish starts a new epoch.
-func (f *fsm) forget(b *pebble.Batch, key chanKey, m *channelMeta) {
+func (f *fsm) forget(b *applyBatch, key chanKey, m *channelMeta) {
 	f.trim(b, m, 0, 0)
 	if m.indexed != 0 {
-		mustDelete(b, expiryKey(m.indexed, key))
+		b.delete(expiryKey(m.indexed, key))
 	}
-	mustDelete(b, metaKey(key))
+	b.delete(metaKey(key))
 	delete(f.metas, key)
 }
 
 // deleteChannel drops a channel's history and sequence (HERALD.DELETE) and
 // reports whether it had any state.
-func (f *fsm) deleteChannel(b *pebble.Batch, key chanKey) bool {
+func (f *fsm) deleteChannel(b *applyBatch, key chanKey) bool {
 	m := f.metas[key]
 	if m == nil {
 		return false
@@ -473,24 +471,12 @@ func (f *fsm) deleteChannel(b *pebble.Batch, key chanKey) bool {
 
 // setPolicy replaces the retention policy and files every channel for a
 // visit at the next expiry pass, where the new limits are applied.
-func (f *fsm) setPolicy(b *pebble.Batch, p Policy, raw []byte, now int64) {
+func (f *fsm) setPolicy(b *applyBatch, p Policy, raw []byte, now int64) {
 	f.policy = p
 	f.policyGen++
-	mustSet(b, fsmPolicyKey, raw)
+	b.set(fsmPolicyKey, raw)
 	for key, m := range f.metas {
 		f.reindex(b, key, m, now+1)
 		f.touch(key, m)
-	}
-}
-
-func mustSet(b *pebble.Batch, k, v []byte) {
-	if err := b.Set(k, v, nil); err != nil {
-		panic(fmt.Sprintf("raftstore: batch set: %v", err))
-	}
-}
-
-func mustDelete(b *pebble.Batch, k []byte) {
-	if err := b.Delete(k, nil); err != nil {
-		panic(fmt.Sprintf("raftstore: batch delete: %v", err))
 	}
 }

@@ -119,7 +119,7 @@ type channelMeta struct {
 // oldestCap bounds each channel's in-memory cache of its oldest retained
 // messages. Trimming takes sizes and times from it; when it runs dry one
 // iterator scan refills it, instead of a Pebble read per trimmed message.
-const oldestCap = 8
+const oldestCap = 1024
 
 // msgStat is a retained message's time and payload size.
 type msgStat struct {
@@ -197,10 +197,10 @@ func decodeMsgValue(v []byte) (ts int64, payload []byte, err error) {
 
 // fillOldest loads the times and sizes of up to oldestCap of a channel's
 // oldest retained messages, seeing the writes of the batch being built.
-func fillOldest(b *pebble.Batch, m *channelMeta) {
+func fillOldest(r pebble.Reader, m *channelMeta) {
 	lower := msgKey(m.prefix, m.firstSeq)
 	upper := append(append([]byte(nil), m.prefix...), chanMsg+1)
-	it, err := b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		panic(fmt.Sprintf("raftstore: read retained messages: %v", err))
 	}

@@ -50,6 +50,7 @@ type config struct {
 	logLevel  string
 	logFormat string
 	version   bool
+	pprofAddr string
 }
 
 // flagGroups orders --help; every flag belongs to one group.
@@ -64,6 +65,7 @@ var flagGroups = []struct {
 	{"Limits", []string{"max-clients", "max-payload", "proto-max-bulk-len", "client-query-buffer-limit",
 		"outbox-hard-limit", "outbox-soft-limit", "outbox-soft-duration", "outbox-max-messages"}},
 	{"Logging", []string{"log-level", "log-format", "version"}},
+	{"Debugging", []string{"pprof-addr"}},
 }
 
 func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
@@ -118,6 +120,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve Go's profiler (/debug/pprof/) on this `address`; empty: off. Keep it on loopback")
 	fs.Usage = func() { usage(fs, out) }
 	return fs
 }

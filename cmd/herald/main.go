@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -122,9 +124,19 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger) error {
 		Logger:              logger.With("server", "http"),
 	})
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- rs.Serve(respLn) }()
 	go func() { errc <- hs.Serve(httpLn) }()
+	if cfg.pprofAddr != "" {
+		pprofLn, err := net.Listen("tcp", cfg.pprofAddr)
+		if err != nil {
+			return fmt.Errorf("listen for pprof: %w", err)
+		}
+		ps := &http.Server{Handler: pprofHandler(), ReadHeaderTimeout: 10 * time.Second}
+		defer ps.Close()
+		go func() { errc <- ps.Serve(pprofLn) }()
+		logger.Info("profiler listening", "addr", pprofLn.Addr().String())
+	}
 	logger.Info("herald ready", "version", version, "resp", respLn.Addr().String(), "http", httpLn.Addr().String(),
 		"raft", store.Addr(), "node", cfg.nodeID, "data_dir", cfg.dataDir)
 
@@ -142,6 +154,18 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger) error {
 		err = cerr
 	}
 	return err
+}
+
+// pprofHandler serves net/http/pprof's endpoints, on their own mux so they
+// are never reachable through the public HTTP address.
+func pprofHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 func newLogger(cfg *config, w io.Writer) (*slog.Logger, error) {
