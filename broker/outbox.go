@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -77,6 +78,7 @@ type Outbox struct {
 	wake      chan struct{}
 	drained   chan struct{} // signalled when Next takes the queue
 	failed    chan struct{} // closed when err is set
+	onReady   atomic.Pointer[func()]
 }
 
 // NewOutbox returns an empty outbox with the given limits. onFail, if not
@@ -173,6 +175,67 @@ func (o *Outbox) signal() {
 	case o.wake <- struct{}{}:
 	default:
 	}
+	if f := o.onReady.Load(); f != nil {
+		(*f)()
+	}
+}
+
+// OnReady sets a function the outbox calls, without its lock, whenever it
+// may have become ready for its writer: frames queued into an empty
+// outbox, a Release, a close or a failure. It lets a connection run a
+// writer only while there is something to write (see TryNext and Ready)
+// instead of parking a goroutine in Next. f must not block.
+func (o *Outbox) OnReady(f func()) { o.onReady.Store(&f) }
+
+// Ready reports whether TryNext would return frames or an error.
+func (o *Outbox) Ready() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.err != nil || (len(o.frames) > 0 && !o.held) || o.draining
+}
+
+// TryNext is Next without the wait: it appends to buf every queued frame
+// (none while held) and returns buf, or the error the outbox failed with.
+// Only one goroutine at a time may call TryNext or Next.
+func (o *Outbox) TryNext(buf [][]byte) ([][]byte, error) {
+	buf, _, err := o.take(buf)
+	return buf, err
+}
+
+// take appends the queued frames to buf, or finds the outbox failed (or,
+// drained after CloseWhenDrained, closes it); ok is false when it did
+// neither and the caller has to wait.
+func (o *Outbox) take(buf [][]byte) (_ [][]byte, ok bool, err error) {
+	o.mu.Lock()
+	if o.err != nil {
+		err := o.err
+		o.mu.Unlock()
+		return buf, true, err
+	}
+	if len(o.frames) > 0 && !o.held {
+		buf = append(buf, o.frames...)
+		clear(o.frames)
+		o.frames = o.frames[:0]
+		o.bytes = 0
+		o.softSince = time.Time{}
+		o.mu.Unlock()
+		select {
+		case o.drained <- struct{}{}:
+		default:
+		}
+		return buf, true, nil
+	}
+	if o.draining && len(o.frames) == 0 {
+		o.err = ErrClosed
+		close(o.failed)
+		o.mu.Unlock()
+		if o.onFail != nil {
+			o.onFail(ErrClosed)
+		}
+		return buf, true, ErrClosed
+	}
+	o.mu.Unlock()
+	return buf, false, nil
 }
 
 // Next waits until frames are queued, the outbox fails, or done is closed.
@@ -181,35 +244,11 @@ func (o *Outbox) signal() {
 // done is closed it returns ErrClosed. Only one goroutine may call Next.
 func (o *Outbox) Next(done <-chan struct{}, buf [][]byte) ([][]byte, error) {
 	for {
-		o.mu.Lock()
-		if o.err != nil {
-			err := o.err
-			o.mu.Unlock()
+		var err error
+		var ok bool
+		if buf, ok, err = o.take(buf); ok {
 			return buf, err
 		}
-		if len(o.frames) > 0 && !o.held {
-			buf = append(buf, o.frames...)
-			clear(o.frames)
-			o.frames = o.frames[:0]
-			o.bytes = 0
-			o.softSince = time.Time{}
-			o.mu.Unlock()
-			select {
-			case o.drained <- struct{}{}:
-			default:
-			}
-			return buf, nil
-		}
-		if o.draining && len(o.frames) == 0 {
-			o.err = ErrClosed
-			close(o.failed)
-			o.mu.Unlock()
-			if o.onFail != nil {
-				o.onFail(ErrClosed)
-			}
-			return buf, ErrClosed
-		}
-		o.mu.Unlock()
 		select {
 		case <-o.wake:
 		case <-done:

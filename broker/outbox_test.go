@@ -623,3 +623,56 @@ func TestOutboxConcurrentPush(t *testing.T) {
 		t.Fatalf("Len = %d, %d after every frame was taken: extra frames", n, b)
 	}
 }
+
+// TestOutboxOnReadyTryNext drives an outbox the way a connection that runs
+// its writer only on demand does: OnReady says when to look, Ready and
+// TryNext what is there, without ever waiting.
+func TestOutboxOnReadyTryNext(t *testing.T) {
+	o := NewOutbox(OutboxLimits{}, nil)
+	var calls int
+	o.OnReady(func() { calls++ })
+	if o.Ready() {
+		t.Fatal("empty outbox ready")
+	}
+	if got, err := o.TryNext(nil); len(got) != 0 || err != nil {
+		t.Fatalf("TryNext on empty: %q %v", got, err)
+	}
+	o.Push([]byte("a"))
+	o.Push([]byte("b")) // not empty: no second call
+	if calls != 1 || !o.Ready() {
+		t.Fatalf("after two pushes: %d calls, ready %v; want 1, true", calls, o.Ready())
+	}
+	o.Hold()
+	if o.Ready() {
+		t.Fatal("held outbox ready")
+	}
+	if got, err := o.TryNext(nil); len(got) != 0 || err != nil {
+		t.Fatalf("TryNext while held: %q %v", got, err)
+	}
+	o.Release()
+	if calls != 2 {
+		t.Fatalf("Release: %d calls, want 2", calls)
+	}
+	got, err := o.TryNext(nil)
+	if err != nil || len(got) != 2 || string(got[0]) != "a" || string(got[1]) != "b" {
+		t.Fatalf("TryNext: %q %v", got, err)
+	}
+	if o.Ready() {
+		t.Fatal("ready after everything was taken")
+	}
+	o.Push([]byte("c"))
+	o.CloseWhenDrained()
+	if calls != 4 || !o.Ready() {
+		t.Fatalf("push and close: %d calls, ready %v; want 4, true", calls, o.Ready())
+	}
+	if got, err := o.TryNext(nil); err != nil || len(got) != 1 {
+		t.Fatalf("TryNext while draining: %q %v", got, err)
+	}
+	// Drained: the next look closes it.
+	if !o.Ready() {
+		t.Fatal("drained outbox not ready to report its close")
+	}
+	if got, err := o.TryNext(nil); len(got) != 0 || !errors.Is(err, ErrClosed) {
+		t.Fatalf("TryNext once drained: %q %v; want ErrClosed", got, err)
+	}
+}

@@ -45,8 +45,8 @@ type request struct {
 	Base64 bool    `json:"base64,omitempty"`
 }
 
-// wsConn is one WebSocket connection: a broker client, a reader (this
-// handler's goroutine) and a writer goroutine.
+// wsConn is one WebSocket connection: a broker client, a reader goroutine
+// and a writer goroutine.
 type wsConn struct {
 	s    *Server
 	c    *websocket.Conn
@@ -65,6 +65,14 @@ type wsConn struct {
 	workMu  sync.Mutex
 	working bool
 	queue   []*request
+
+	pinger *time.Timer
+
+	// The writer: a goroutine that runs while the outbox has frames.
+	wmu      sync.Mutex
+	wdone    sync.Cond // signalled when a writer stops
+	writing  bool      // a writer runs
+	wstopped bool      // the connection is over: no writer may start
 }
 
 // maxQueuedRequests bounds the requests a connection may send while one of
@@ -84,7 +92,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	c, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		OriginPatterns:     s.cfg.AllowedOrigins,
 		InsecureSkipVerify: s.cfg.AllowAnyOrigin,
 	})
@@ -99,66 +107,84 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	conn.cl = s.broker.NewClient(jsonFormat{})
 	conn.cl.OnFail(conn.dropIfSlow)
 	conn.out = conn.cl.Outbox()
+	conn.wdone.L = &conn.wmu
+	conn.out.OnReady(conn.kick)
 	s.track(conn, true)
-	defer s.track(conn, false)
-	defer conn.cl.Close()
-	defer stop()
+	// The connection lives on in a goroutine of its own, and this
+	// handler's returns: its stack grew deep parsing the request and the
+	// handshake, and an idle connection should not keep it.
+	go conn.serve(subs)
+}
 
-	writerDone := make(chan struct{})
-	go func() {
-		conn.writeLoop()
-		close(writerDone)
-	}()
-	pinger := time.AfterFunc(s.cfg.PingInterval, conn.ping)
-	defer pinger.Stop()
-
+// serve starts the connection: the subscriptions asked for in the URL,
+// then the reader. A writer goroutine runs only while the outbox has
+// something to send (see kick).
+func (c *wsConn) serve(subs []subRequest) {
+	c.pinger = time.AfterFunc(c.s.cfg.PingInterval, c.ping)
 	for _, sub := range subs {
 		req := &request{Op: "subscribe", Channel: sub.channel, Epoch: sub.from.Epoch}
 		if sub.resume {
 			req.Since = &sub.from.Seq
 		}
-		if conn.dispatch(req) != nil {
-			break
+		if c.dispatch(req) != nil {
+			c.finish()
+			return
 		}
 	}
-	conn.readLoop()
-	if conn.closing.Load() != nil {
+	go c.read()
+}
+
+// read handles the connection's next request, then hands reading over to
+// a fresh goroutine; when the connection ends it finishes it. Handling a
+// request grows a goroutine's stack, and an idle connection waits in its
+// reader: a fresh one keeps only the small stack that reading needs.
+func (c *wsConn) read() {
+	if c.readOne() {
+		go c.read()
+		return
+	}
+	c.finish()
+}
+
+// finish ends the connection once its reader is done.
+func (c *wsConn) finish() {
+	if c.closing.Load() != nil {
 		// The server is closing the connection: the writer sends what
 		// is queued, then the close frame, and waits for the client's
 		// (bounded by WriteTimeout and the library's close timeouts).
-		<-writerDone
+		c.waitWriterDone()
 	}
-	stop()
-	<-writerDone
+	c.stop()
+	c.stopWriter()
+	c.pinger.Stop()
+	c.cl.Close()
+	c.s.track(c, false)
 }
 
-// readLoop handles requests until the connection ends.
-func (c *wsConn) readLoop() {
-	for {
-		typ, data, err := c.c.Read(c.ctx)
-		if err != nil {
-			return
-		}
-		if typ != websocket.MessageText {
-			c.closeWith(websocket.StatusUnsupportedData, "binary frames are not part of the protocol")
-			return
-		}
-		var req request
-		if err := json.Unmarshal(data, &req); err != nil {
-			c.closeWith(CloseBadRequest, "malformed request: not a JSON object")
-			return
-		}
-		if len(req.ID) > 0 {
-			// The id is echoed in the reply, and replies are one per
-			// line: drop the whitespace (line breaks too) JSON allows in it.
-			var id bytes.Buffer
-			json.Compact(&id, req.ID)
-			req.ID = id.Bytes()
-		}
-		if err := c.dispatch(&req); err != nil {
-			return
-		}
+// readOne reads and handles one request, and reports whether the
+// connection goes on.
+func (c *wsConn) readOne() bool {
+	typ, data, err := c.c.Read(c.ctx)
+	if err != nil {
+		return false
 	}
+	if typ != websocket.MessageText {
+		c.closeWith(websocket.StatusUnsupportedData, "binary frames are not part of the protocol")
+		return false
+	}
+	var req request
+	if err := json.Unmarshal(data, &req); err != nil {
+		c.closeWith(CloseBadRequest, "malformed request: not a JSON object")
+		return false
+	}
+	if len(req.ID) > 0 {
+		// The id is echoed in the reply, and replies are one per
+		// line: drop the whitespace (line breaks too) JSON allows in it.
+		var id bytes.Buffer
+		json.Compact(&id, req.ID)
+		req.ID = id.Bytes()
+	}
+	return c.dispatch(&req) == nil
 }
 
 var errTooManyRequests = errors.New("too many requests while history is replayed")
@@ -375,41 +401,106 @@ func (c *wsConn) replyError(id json.RawMessage, code, msg string) {
 	c.out.PushReply(append(b, '}'))
 }
 
-// writeLoop sends what the outbox holds: all queued events in one
-// WebSocket text message, one JSON object per line.
-func (c *wsConn) writeLoop() {
+// kick starts a writer unless one runs. The outbox calls it whenever it
+// may have something for the writer. An idle connection has no writer
+// goroutine: a parked one would cost its stack, the larger part of an idle
+// subscriber's memory.
+func (c *wsConn) kick() {
+	c.wmu.Lock()
+	start := !c.writing && !c.wstopped
+	if start {
+		c.writing = true
+	}
+	c.wmu.Unlock()
+	if start {
+		go c.write()
+	}
+}
+
+// write sends what the outbox holds, all queued events in one WebSocket
+// text message, one JSON object per line, until the outbox is empty.
+func (c *wsConn) write() {
 	var frames [][]byte
 	var msg []byte
 	for {
 		var err error
-		frames, err = c.out.Next(c.ctx.Done(), frames[:0])
+		frames, err = c.out.TryNext(frames[:0])
 		if len(frames) > 0 {
-			msg = joinLines(msg[:0], frames)
-			clear(frames)
+			out := frames[0]
+			if len(frames) > 1 {
+				msg = joinLines(msg[:0], frames)
+				out = msg
+			}
 			wctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.WriteTimeout)
-			werr := c.c.Write(wctx, websocket.MessageText, msg)
+			werr := c.c.Write(wctx, websocket.MessageText, out)
 			cancel()
+			clear(frames)
 			if werr != nil {
 				c.stop()
 				c.c.CloseNow()
+				c.out.Close()
+				c.writerExit()
 				return
-			}
-			if len(msg) > 64<<10 {
-				msg = nil // don't keep a large buffer for an idle connection
 			}
 		}
 		switch {
 		case errors.Is(err, broker.ErrSlowConsumer):
 			c.s.cfg.Logger.Info("websocket client disconnected: outbox limit", "client", c.cl.ID())
 			c.c.Close(CloseSlowConsumer, "slow consumer: messages were not read fast enough")
+			c.writerExit()
 			return
 		case err != nil:
 			if req := c.closing.Load(); req != nil {
 				c.c.Close(req.code, req.reason)
 			}
+			c.writerExit()
+			return
+		case len(frames) == 0 && c.idle():
 			return
 		}
 	}
+}
+
+// idle ends the writer's run if the outbox has nothing for it, and reports
+// whether it did. A push after this look finds no writer and kicks one.
+func (c *wsConn) idle() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.out.Ready() && c.ctx.Err() == nil && !c.wstopped {
+		return false
+	}
+	c.writing = false
+	c.wdone.Broadcast()
+	return true
+}
+
+// writerExit ends the writer's run for good: the outbox has failed or
+// closed, or the connection broke.
+func (c *wsConn) writerExit() {
+	c.wmu.Lock()
+	c.writing = false
+	c.wdone.Broadcast()
+	c.wmu.Unlock()
+}
+
+// waitWriterDone waits until the writer has finished with the outbox: sent
+// everything and the close frame, or given up.
+func (c *wsConn) waitWriterDone() {
+	c.wmu.Lock()
+	for c.writing || c.out.Err() == nil {
+		c.wdone.Wait()
+	}
+	c.wmu.Unlock()
+}
+
+// stopWriter waits for a running writer and lets no other start.
+func (c *wsConn) stopWriter() {
+	c.wmu.Lock()
+	c.wstopped = true
+	for c.writing {
+		c.wdone.Wait()
+	}
+	c.wmu.Unlock()
 }
 
 func joinLines(dst []byte, frames [][]byte) []byte {
@@ -436,7 +527,7 @@ func (c *wsConn) ping() {
 		c.c.CloseNow()
 		return
 	}
-	time.AfterFunc(c.s.cfg.PingInterval, c.ping)
+	c.pinger.Reset(c.s.cfg.PingInterval)
 }
 
 // dropIfSlow stops delivering to a connection whose outbox failed as a slow
