@@ -103,6 +103,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	defer s.track(conn, false)
 	defer conn.cl.Close()
 	defer stop()
+	s.numWS.Add(1)
+	defer s.numWS.Add(-1)
+	s.cfg.Logger.Debug("websocket connected", "client", conn.cl.ID(), "remote", r.RemoteAddr)
+	defer s.cfg.Logger.Debug("websocket disconnected", "client", conn.cl.ID(), "remote", r.RemoteAddr)
 
 	writerDone := make(chan struct{})
 	go func() {
