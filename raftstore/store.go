@@ -492,8 +492,13 @@ func (s *Store) Addr() string { return s.cfg.RaftAddr }
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		if s.raft != nil && s.raft.State() == raft.Leader && s.otherVoters() > 0 {
+			// Bounded by Raft: the successor must catch up within an
+			// election timeout, and the transfer then fails.
+			s.logger.Info("handing over leadership before stopping")
 			if err := s.raft.LeadershipTransfer().Error(); err != nil {
 				s.logger.Warn("leadership transfer failed", "err", err)
+			} else {
+				s.logger.Info("leadership transferred")
 			}
 		}
 		close(s.stop)
