@@ -47,6 +47,9 @@ type Config struct {
 	// LogLevel, if set, is the level CONFIG SET loglevel changes (and
 	// CONFIG GET loglevel shows). Default: loglevel is not settable.
 	LogLevel *slog.LevelVar
+	// Backup, if set, serves HERALD.BACKUP: it returns a consistent copy
+	// of the node's state. Default: HERALD.BACKUP answers an error.
+	Backup func(ctx context.Context) (Backup, error)
 	// InfoFields, if set, gives the lines of INFO's metrics section, name
 	// and value (the numbers /metrics exports). Default: an empty section.
 	InfoFields func() [][2]string

@@ -207,6 +207,8 @@ history and resume, replicated by Raft.
 
 Usage:
   herald [flags]
+  herald backup --addr HOST:PORT --out FILE    copy a running node's state to FILE
+  herald restore [flags] FILE                  create a node's data directory from FILE
 
 With no flags Herald is a single-node broker: RESP on 127.0.0.1:6379, data in
 ./herald-data. Every flag can also be set in the environment: --resp-addr as

@@ -34,6 +34,14 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "backup":
+			return runBackup(args[1:], env, stdout, stderr)
+		case "restore":
+			return runRestore(args[1:], env, stderr)
+		}
+	}
 	cfg, err := parseConfig(args, env, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -110,7 +118,10 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.Le
 		Version:         version,
 		LogLevel:        level,
 		InfoFields:      m.infoFields,
-		Logger:          logger.With("server", "resp"),
+		Backup: func(ctx context.Context) (resp.Backup, error) {
+			return backupToFile(store, cfg.dataDir)
+		},
+		Logger: logger.With("server", "resp"),
 	})
 	httpLn, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {
