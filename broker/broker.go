@@ -54,8 +54,11 @@ type Broker struct {
 
 	nextClientID atomic.Uint64
 	clients      atomic.Int64
+	live         sync.Map // client id -> *Client, for Stats
+	accepted     atomic.Uint64
 	published    atomic.Uint64
 	delivered    atomic.Uint64
+	dropped      atomic.Uint64
 	slow         atomic.Uint64
 }
 
@@ -88,7 +91,11 @@ func (b *Broker) Publish(ctx context.Context, msgs []Publish) ([]Receipt, error)
 			return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrPayloadTooLarge, len(msgs[i].Payload), b.cfg.MaxPayload)
 		}
 	}
-	return b.log.Publish(ctx, msgs)
+	receipts, err := b.log.Publish(ctx, msgs)
+	if err == nil {
+		b.accepted.Add(uint64(len(msgs)))
+	}
+	return receipts, err
 }
 
 // Deliver fans m out to this node's matching subscriptions and returns how
@@ -230,20 +237,36 @@ type Stats struct {
 	Channels       int    // channels with subscribers
 	ShardChannels  int    // shard channels with subscribers
 	Patterns       int    // distinct patterns subscribed to
+	Subscriptions  int    // subscriptions of every kind, of every client
+	Accepted       uint64 // messages published through this node and acknowledged
 	Published      uint64 // messages delivered by the log to this node
 	Delivered      uint64 // frames pushed to subscribers
+	Dropped        uint64 // frames discarded by outboxes that failed as slow consumers
 	SlowDisconnect uint64 // clients disconnected for exceeding outbox limits
+	OutboxFrames   int64  // frames queued in every client's outbox
+	OutboxBytes    int64  // bytes queued in every client's outbox
 }
 
-// Stats returns the broker's counters.
+// Stats returns the broker's counters. It visits every client's outbox, so
+// it costs a lock per client: it is meant for INFO and metric scrapes.
 func (b *Broker) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Clients:        b.clients.Load(),
 		Channels:       b.reg.countChannels(Global),
 		ShardChannels:  b.reg.countChannels(Shard),
 		Patterns:       b.reg.numPat(),
+		Subscriptions:  b.reg.countSubscriptions(),
+		Accepted:       b.accepted.Load(),
 		Published:      b.published.Load(),
 		Delivered:      b.delivered.Load(),
+		Dropped:        b.dropped.Load(),
 		SlowDisconnect: b.slow.Load(),
 	}
+	b.live.Range(func(_, v any) bool {
+		frames, bytes := v.(*Client).out.Len()
+		st.OutboxFrames += int64(frames)
+		st.OutboxBytes += int64(bytes)
+		return true
+	})
+	return st
 }

@@ -650,9 +650,34 @@ func TestStats(t *testing.T) {
 	publish(t, b, broker.Shard, "s", "c")       // 1 receiver
 	publish(t, b, broker.Global, "nobody", "d") // the pattern
 	publish(t, b, broker.Shard, "nobody", "e")  // none
-	want := broker.Stats{Clients: 2, Channels: 1, ShardChannels: 1, Patterns: 1, Published: 5, Delivered: 6}
+	_, bytes1 := c1.Outbox().Len()
+	_, bytes2 := c2.Outbox().Len()
+	want := broker.Stats{Clients: 2, Channels: 1, ShardChannels: 1, Patterns: 1, Subscriptions: 3,
+		Accepted: 5, Published: 5, Delivered: 6, OutboxFrames: 6, OutboxBytes: int64(bytes1 + bytes2)}
 	if st := b.Stats(); st != want {
 		t.Fatalf("Stats = %+v, want %+v", st, want)
+	}
+	// A closed client's outbox no longer counts.
+	c2.Close()
+	want.Clients, want.ShardChannels, want.Subscriptions = 1, 0, 2
+	want.OutboxFrames, want.OutboxBytes = 5, int64(bytes1)
+	if st := b.Stats(); st != want {
+		t.Fatalf("Stats after a close = %+v, want %+v", st, want)
+	}
+}
+
+// TestStatsDropped: a slow consumer's queued frames, and those pushed to it
+// after it failed, count as dropped.
+func TestStatsDropped(t *testing.T) {
+	b, _ := newBroker(t, broker.Config{Outbox: broker.OutboxLimits{MaxFrames: 3}}, raftstore.Config{})
+	c := b.NewClient(&textFormat{})
+	c.Subscribe(broker.KindChannel, "s")
+	publish(t, b, broker.Global, "s", "1", "2", "3") // queued, not read
+	publish(t, b, broker.Global, "s", "4")           // the fourth fails the outbox: 4 dropped
+	publish(t, b, broker.Global, "s", "5")           // pushed to a failed outbox: dropped
+	st := b.Stats()
+	if st.SlowDisconnect != 1 || st.Dropped != 5 || st.OutboxFrames != 0 {
+		t.Fatalf("Stats = %+v, want 1 slow disconnect, 5 dropped, nothing queued", st)
 	}
 }
 

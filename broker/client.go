@@ -43,8 +43,10 @@ func (b *Broker) NewClient(f Format) *Client {
 			(*fn)(err)
 		}
 	})
+	c.out.dropped = &b.dropped
 	c.SetFormat(f)
 	b.clients.Add(1)
+	b.live.Store(c.id, c)
 	return c
 }
 
@@ -201,6 +203,7 @@ func (c *Client) Close() {
 	c.UnsubscribeAll()
 	c.out.Close()
 	c.b.clients.Add(-1)
+	c.b.live.Delete(c.id)
 }
 
 // CatchUp is a sequenced subscription's pending replay of history; see

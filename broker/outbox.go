@@ -65,8 +65,9 @@ func (l OutboxLimits) withDefaults() OutboxLimits {
 // ErrSlowConsumer: the queued frames are dropped, further pushes are ignored,
 // and Next returns the error so the writer closes the connection.
 type Outbox struct {
-	limits OutboxLimits
-	onFail func(error) // called once, without the lock, when the outbox fails
+	limits  OutboxLimits
+	onFail  func(error)    // called once, without the lock, when the outbox fails
+	dropped *atomic.Uint64 // if set, counts frames lost to a slow-consumer failure
 
 	mu        sync.Mutex
 	frames    [][]byte
@@ -99,6 +100,9 @@ func NewOutbox(limits OutboxLimits, onFail func(error)) *Outbox {
 func (o *Outbox) Push(frame []byte) bool {
 	o.mu.Lock()
 	if o.err != nil || o.draining {
+		if o.err == ErrSlowConsumer && o.dropped != nil {
+			o.dropped.Add(1)
+		}
 		o.mu.Unlock()
 		return false
 	}
@@ -156,6 +160,9 @@ func (o *Outbox) checkLimitsLocked() error {
 }
 
 func (o *Outbox) failLocked(err error) {
+	if err == ErrSlowConsumer && o.dropped != nil {
+		o.dropped.Add(uint64(len(o.frames)))
+	}
 	o.err = err
 	close(o.failed)
 	o.frames = nil

@@ -180,6 +180,25 @@ func (r *registry) countChannels(ns Namespace) int {
 	return n
 }
 
+// countSubscriptions returns the number of subscriptions of every kind.
+func (r *registry) countSubscriptions() int {
+	n := 0
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.RLock()
+		for _, set := range sh.channels {
+			n += len(set.subs)
+		}
+		sh.mu.RUnlock()
+	}
+	r.patMu.RLock()
+	for _, set := range r.patterns {
+		n += len(set.subs)
+	}
+	r.patMu.RUnlock()
+	return n
+}
+
 // numSub returns the number of subscriptions to channel in ns.
 func (r *registry) numSub(ns Namespace, channel string) int {
 	sh := r.shard(channel)

@@ -37,13 +37,17 @@ func fromRemote(err error) error {
 }
 
 // fromRaft translates hashicorp/raft's errors at the boundary: ErrNotLeader
-// (nothing was appended: safe to retry), ErrLeadershipLost (the entry may
-// still commit: indeterminate), and the rest.
+// and ErrLeadershipTransferInProgress (nothing was appended: safe to
+// retry), ErrLeadershipLost (the entry may still commit: indeterminate),
+// and the rest.
 func fromRaft(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Nothing was appended. A leader handing over (a node stopping
+		// gracefully) refuses writes until its successor takes them.
 		return errNotLeader
 	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrAbortedByRestore):
 		return fmt.Errorf("%w: leadership lost before the write was confirmed; it may or may not be committed", broker.ErrTimeout)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/raft"
@@ -26,9 +27,10 @@ const expireBatchLimit = 1000
 // and the applied index are committed in one batch, so any Pebble iterator
 // sees a consistent state.
 type fsm struct {
-	db     *pebble.DB
-	broker *broker.Broker
-	logger *slog.Logger
+	db      *pebble.DB
+	broker  *broker.Broker
+	logger  *slog.Logger
+	observe func(time.Duration, int) // Config.ObserveApply, or nil
 
 	// Owned by the apply goroutine.
 	metas        map[chanKey]*channelMeta
@@ -159,6 +161,9 @@ type outcome struct {
 // skipped.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	resps := make([]interface{}, len(logs))
+	if f.observe != nil {
+		defer func(start time.Time) { f.observe(time.Since(start), len(logs)) }(time.Now())
+	}
 	b := f.batch
 	var outs []outcome
 	start := f.applied

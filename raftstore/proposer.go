@@ -72,7 +72,11 @@ func (s *Store) commitBatch(batch []*request, n int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CommitTimeout)
 	defer cancel()
+	start := time.Now()
 	res, local, err := s.propose(ctx, encodePublish(msgs))
+	if err == nil && s.cfg.ObserveCommit != nil {
+		s.cfg.ObserveCommit(time.Since(start), len(msgs))
+	}
 	if err == nil && len(res.receipts) != len(msgs) {
 		err = fmt.Errorf("commit: %d receipts for %d messages", len(res.receipts), len(msgs))
 	}

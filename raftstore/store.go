@@ -83,6 +83,16 @@ type Config struct {
 	// LeaderPoll is how often a node waiting for a leader looks again, on
 	// top of Raft's leader notifications. Default 50ms.
 	LeaderPoll time.Duration
+	// ObserveCommit, if set, is called after each proposed entry of
+	// publishes is committed and applied (on the leader, or forwarded to
+	// it), with how long that took and how many messages it held. It runs
+	// on the proposer's goroutines and must not block. Default: none.
+	ObserveCommit func(d time.Duration, messages int)
+	// ObserveApply, if set, is called after each batch of committed
+	// entries is applied to the state and fanned out on this node, with how
+	// long that took and how many entries the batch held. It runs on
+	// Raft's FSM goroutine and must not block. Default: none.
+	ObserveApply func(d time.Duration, entries int)
 	// Logger receives the store's and Raft's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -201,6 +211,7 @@ func (s *Store) open(b *broker.Broker) error {
 	if s.fsm, err = newFSM(s.db, b, s.logger); err != nil {
 		return err
 	}
+	s.fsm.observe = cfg.ObserveApply
 
 	ln := cfg.Listener
 	if ln == nil {
@@ -481,8 +492,13 @@ func (s *Store) Addr() string { return s.cfg.RaftAddr }
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		if s.raft != nil && s.raft.State() == raft.Leader && s.otherVoters() > 0 {
+			// Bounded by Raft: the successor must catch up within an
+			// election timeout, and the transfer then fails.
+			s.logger.Info("handing over leadership before stopping")
 			if err := s.raft.LeadershipTransfer().Error(); err != nil {
 				s.logger.Warn("leadership transfer failed", "err", err)
+			} else {
+				s.logger.Info("leadership transferred")
 			}
 		}
 		close(s.stop)

@@ -82,6 +82,9 @@ func newConn(s *Server, nc net.Conn) *conn {
 
 // serve runs the connection until it ends.
 func (c *conn) serve() {
+	log := c.srv.cfg.Logger
+	log.Debug("client connected", "client", c.id, "remote", c.addr)
+	defer log.Debug("client disconnected", "client", c.id, "remote", c.addr)
 	writerDone := make(chan struct{})
 	go func() {
 		c.writeLoop()

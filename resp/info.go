@@ -2,6 +2,7 @@ package resp
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strconv"
@@ -27,6 +28,7 @@ var infoSections = []infoSection{
 	{"cluster", (*Server).infoCluster},
 	{"keyspace", func(*Server, *strings.Builder) {}},
 	{"herald", (*Server).infoHerald},
+	{"metrics", (*Server).infoMetrics},
 }
 
 // cmdInfo implements INFO [section ...]: no argument, "default", "all" and
@@ -148,6 +150,17 @@ func (s *Server) infoHerald(w *strings.Builder) {
 	field(w, "raft_nodes", len(st.Nodes))
 }
 
+// infoMetrics writes the fields Config.InfoFields gives: the numbers
+// /metrics exports.
+func (s *Server) infoMetrics(w *strings.Builder) {
+	if s.cfg.InfoFields == nil {
+		return
+	}
+	for _, kv := range s.cfg.InfoFields() {
+		field(w, kv[0], kv[1])
+	}
+}
+
 func humanBytes(n uint64) string {
 	const unit = 1024
 	if n < unit {
@@ -171,12 +184,20 @@ func (s *Server) configValues() [][2]string {
 		{"client-output-buffer-limit", fmt.Sprintf("normal 0 0 0 slave 0 0 0 pubsub %d %d %d",
 			o.HardBytes, o.SoftBytes, int(o.SoftDuration.Seconds()))},
 		{"databases", "16"},
+		{"loglevel", s.logLevel()},
 		{"maxclients", strconv.Itoa(s.cfg.MaxClients)},
 		{"proto-max-bulk-len", strconv.Itoa(s.cfg.ProtoMaxBulkLen)},
 		{"client-query-buffer-limit", strconv.Itoa(s.cfg.MaxQueryBuffer)},
 		{"save", ""},
 		{"timeout", "0"},
 	}
+}
+
+func (s *Server) logLevel() string {
+	if s.cfg.LogLevel == nil {
+		return "notice"
+	}
+	return logLevelName(s.cfg.LogLevel.Level())
 }
 
 func cmdConfigGet(c *conn, args [][]byte) error {
@@ -197,10 +218,32 @@ func cmdConfigGet(c *conn, args [][]byte) error {
 	return nil
 }
 
+// cmdConfigSet implements CONFIG SET for the one parameter that changes at
+// run time, loglevel; everything else is set by flags, environment and
+// config file. As in Redis, the pairs are checked before any is applied.
 func cmdConfigSet(c *conn, args [][]byte) error {
-	// Herald is configured by flags, environment and file; nothing changes
-	// at run time through CONFIG SET.
-	c.rep.err(fmt.Sprintf("ERR Unknown option or number of arguments for CONFIG SET - '%s'", args[2]))
+	if len(args)%2 != 0 {
+		c.rep.err(fmt.Sprintf("ERR Unknown option or number of arguments for CONFIG SET - '%s'", args[2]))
+		return nil
+	}
+	var level slog.Level
+	for i := 2; i < len(args); i += 2 {
+		name := lower(args[i])
+		if name != "loglevel" || c.srv.cfg.LogLevel == nil {
+			c.rep.err(fmt.Sprintf("ERR Unknown option or number of arguments for CONFIG SET - '%s'", args[i]))
+			return nil
+		}
+		l, ok := parseLogLevel(string(args[i+1]))
+		if !ok {
+			c.rep.err(fmt.Sprintf("ERR CONFIG SET failed (possibly related to argument '%s') - argument(s) must be one of the following: debug, verbose, notice, warning, nothing", name))
+			return nil
+		}
+		level = l
+	}
+	old := c.srv.cfg.LogLevel.Level()
+	c.srv.cfg.LogLevel.Set(level)
+	c.srv.cfg.Logger.Warn("log level changed", "client", c.id, "remote", c.addr, "from", logLevelName(old), "to", logLevelName(level))
+	c.rep.ok()
 	return nil
 }
 
@@ -212,7 +255,7 @@ func cmdConfigResetStat(c *conn, args [][]byte) error {
 func cmdConfigHelp(c *conn, args [][]byte) error {
 	writeHelp(&c.rep, "CONFIG",
 		"GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
-		"SET <directive> <value>", "    Not supported: Herald is configured by flags, environment and file.",
+		"SET <directive> <value>", "    Set loglevel (debug, verbose, notice, warning, nothing); the rest is set by flags, environment and file.",
 		"RESETSTAT", "    Accepted for compatibility.")
 	return nil
 }

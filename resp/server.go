@@ -44,6 +44,15 @@ type Config struct {
 	Cluster Cluster
 	// Version is Herald's version, shown by INFO and HELLO.
 	Version string
+	// LogLevel, if set, is the level CONFIG SET loglevel changes (and
+	// CONFIG GET loglevel shows). Default: loglevel is not settable.
+	LogLevel *slog.LevelVar
+	// Backup, if set, serves HERALD.BACKUP: it returns a consistent copy
+	// of the node's state. Default: HERALD.BACKUP answers an error.
+	Backup func(ctx context.Context) (Backup, error)
+	// InfoFields, if set, gives the lines of INFO's metrics section, name
+	// and value (the numbers /metrics exports). Default: an empty section.
+	InfoFields func() [][2]string
 	// Logger receives the server's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -234,4 +243,17 @@ func isTemporaryAcceptError(err error) bool {
 	type temporary interface{ Temporary() bool }
 	var t temporary
 	return errors.As(err, &t) && t.Temporary()
+}
+
+// Stats is a snapshot of the server's counters.
+type Stats struct {
+	Connections int    // open connections
+	Accepted    uint64 // connections accepted since start (total_connections_received)
+	Rejected    uint64 // connections refused: max clients (rejected_connections)
+	Commands    uint64 // commands run (total_commands_processed)
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{Connections: s.NumConns(), Accepted: s.accepted.Load(), Rejected: s.rejected.Load(), Commands: s.commands.Load()}
 }

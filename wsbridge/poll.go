@@ -52,6 +52,8 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 	cl := s.broker.NewClient(jsonFormat{})
 	defer cl.Close()
 	out := cl.Outbox()
+	s.numPoll.Add(1)
+	defer s.numPoll.Add(-1)
 	// A channel without since starts at its latest position: its resume
 	// event tells the client where to poll from next.
 	catchUps := subscribeAll(cl, subs)

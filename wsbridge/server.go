@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -61,6 +62,9 @@ type Config struct {
 	PollTimeout time.Duration
 	// MaxPollEvents caps the events one long-poll returns. Default 1000.
 	MaxPollEvents int
+	// Metrics, if set, is served at GET /metrics (Prometheus's text
+	// format, from a handler the caller builds). Default: no /metrics.
+	Metrics http.Handler
 	// Logger receives the server's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -109,6 +113,9 @@ type Server struct {
 	streamCtx  context.Context
 	endStreams context.CancelFunc
 
+	// Open connections by transport, for Stats.
+	numWS, numSSE, numPoll atomic.Int64
+
 	mu      sync.Mutex
 	ws      map[*wsConn]struct{}
 	closing bool          // Shutdown has begun
@@ -126,6 +133,9 @@ func New(b *broker.Broker, cfg Config) *Server {
 	mux.HandleFunc("GET /poll", s.servePoll)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.cfg.Metrics != nil {
+		mux.Handle("GET /metrics", s.cfg.Metrics)
+	}
 	mux.Handle("GET /", staticHandler())
 	s.http = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -250,4 +260,16 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Write([]byte("ready\n"))
+}
+
+// Stats counts the open connections by transport.
+type Stats struct {
+	WebSocket int64 // WebSocket connections
+	SSE       int64 // Server-Sent Events streams
+	LongPoll  int64 // long-polls waiting
+}
+
+// Stats returns the number of open connections by transport.
+func (s *Server) Stats() Stats {
+	return Stats{WebSocket: s.numWS.Load(), SSE: s.numSSE.Load(), LongPoll: s.numPoll.Load()}
 }

@@ -45,6 +45,10 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	cl := s.broker.NewClient(sseFormat{})
 	defer cl.Close()
 	out := cl.Outbox()
+	s.numSSE.Add(1)
+	defer s.numSSE.Add(-1)
+	s.cfg.Logger.Debug("sse stream opened", "client", cl.ID(), "remote", r.RemoteAddr)
+	defer s.cfg.Logger.Debug("sse stream closed", "client", cl.ID(), "remote", r.RemoteAddr)
 
 	// Subscribe before the response starts: a browser that acts once the
 	// stream is open (EventSource's open event) must not miss what it

@@ -67,6 +67,7 @@ type wsConn struct {
 	queue   []*request
 
 	pinger *time.Timer
+	remote string
 
 	// The writer: a goroutine that runs while the outbox has frames.
 	wmu      sync.Mutex
@@ -110,6 +111,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	conn.wdone.L = &conn.wmu
 	conn.out.OnReady(conn.kick)
 	s.track(conn, true)
+	s.numWS.Add(1)
+	conn.remote = r.RemoteAddr
+	s.cfg.Logger.Debug("websocket connected", "client", conn.cl.ID(), "remote", conn.remote)
 	// The connection lives on in a goroutine of its own, and this
 	// handler's returns: its stack grew deep parsing the request and the
 	// handshake, and an idle connection should not keep it.
@@ -159,6 +163,8 @@ func (c *wsConn) finish() {
 	c.pinger.Stop()
 	c.cl.Close()
 	c.s.track(c, false)
+	c.s.numWS.Add(-1)
+	c.s.cfg.Logger.Debug("websocket disconnected", "client", c.cl.ID(), "remote", c.remote)
 }
 
 // readOne reads and handles one request, and reports whether the

@@ -51,6 +51,8 @@ type config struct {
 	logFormat string
 	version   bool
 	pprofAddr string
+
+	configFiles []string // --config, in order
 }
 
 // flagGroups orders --help; every flag belongs to one group.
@@ -58,6 +60,7 @@ var flagGroups = []struct {
 	title string
 	names []string
 }{
+	{"Configuration", []string{"config"}},
 	{"Listening", []string{"resp-addr", "http-addr", "requirepass"}},
 	{"Browsers (HTTP)", []string{"allowed-origins", "allow-any-origin", "allow-browser-publish", "max-subscriptions", "ws-ping-interval", "poll-timeout"}},
 	{"Storage and cluster", []string{"data-dir", "node-id", "raft-addr", "peers", "join", "commit-timeout", "raft-election-timeout"}},
@@ -121,32 +124,76 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve Go's profiler (/debug/pprof/) on this `address`; empty: off. Keep it on loopback")
+	fs.Func("config", "read settings from this `file` (redis.conf style: a flag name and its value per line); repeatable,\nlater files override earlier ones; the environment and flags override files", func(v string) error {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				c.configFiles = append(c.configFiles, p)
+			}
+		}
+		return nil
+	})
 	fs.Usage = func() { usage(fs, out) }
 	return fs
 }
 
-// parseConfig reads the environment (HERALD_RESP_ADDR for --resp-addr, and
-// so on) and then the arguments, which win.
+// parseConfig reads the config files (--config, or HERALD_CONFIG), the
+// environment (HERALD_RESP_ADDR for --resp-addr, and so on) and the
+// arguments. Each setting comes from one place only, the first of: the
+// arguments, the environment, the last config file that sets it; so a
+// repeatable flag given on the command line replaces the file's values
+// rather than adding to them.
 func parseConfig(args []string, env func(string) string, out io.Writer) (*config, error) {
+	// What the arguments set, found on a scratch flag set.
+	scratch := &config{}
+	sfs := newFlagSet(scratch, out)
+	if err := sfs.Parse(args); err != nil {
+		return nil, err
+	}
+	if sfs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", sfs.Arg(0))
+	}
+	fromArgs := map[string]bool{}
+	sfs.Visit(func(f *flag.Flag) { fromArgs[f.Name] = true })
+
 	c := &config{}
 	fs := newFlagSet(c, out)
-	var envErr error
+	type envSetting struct{ name, key, value string }
+	var envs []envSetting
 	fs.VisitAll(func(f *flag.Flag) {
-		name := "HERALD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := env(name); v != "" && envErr == nil {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
-			}
+		key := "HERALD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := env(key); v != "" && !fromArgs[f.Name] {
+			envs = append(envs, envSetting{f.Name, key, v})
 		}
 	})
-	if envErr != nil {
-		return nil, envErr
+	files := scratch.configFiles
+	if !fromArgs["config"] {
+		var ef config
+		newFlagSet(&ef, out).Set("config", env("HERALD_CONFIG"))
+		files = ef.configFiles
+	}
+	settings, err := readConfigFiles(files, fs)
+	if err != nil {
+		return nil, err
+	}
+	fromEnv := map[string]bool{}
+	for _, e := range envs {
+		fromEnv[e.name] = true
+	}
+	for _, s := range settings {
+		if fromArgs[s.name] || fromEnv[s.name] {
+			continue
+		}
+		if err := fs.Set(s.name, s.value); err != nil {
+			return nil, fmt.Errorf("%s: %s %q: %w", s.where, s.name, s.value, err)
+		}
+	}
+	for _, e := range envs {
+		if err := fs.Set(e.name, e.value); err != nil {
+			return nil, fmt.Errorf("%s=%q: %w", e.key, e.value, err)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
 	}
 	if c.join != "" && len(c.peers) > 0 {
 		return nil, errors.New("--join and --peers exclude each other: bootstrap with --peers, or join an existing cluster")
@@ -163,10 +210,14 @@ history and resume, replicated by Raft.
 
 Usage:
   herald [flags]
+  herald backup --addr HOST:PORT --out FILE    copy a running node's state to FILE
+  herald restore [flags] FILE                  create a node's data directory from FILE
 
 With no flags Herald is a single-node broker: RESP on 127.0.0.1:6379, data in
 ./herald-data. Every flag can also be set in the environment: --resp-addr as
-HERALD_RESP_ADDR, --max-payload as HERALD_MAX_PAYLOAD, and so on; flags win.
+HERALD_RESP_ADDR, --max-payload as HERALD_MAX_PAYLOAD, and so on, and in
+config files (--config): a line "resp-addr 0.0.0.0:6379". Flags win over the
+environment, the environment over files, a later file over an earlier one.
 
 A three-node cluster, one command per node:
   herald --node-id n1 --raft-addr 127.0.0.1:7001 --resp-addr 127.0.0.1:6381 --data-dir n1 \

@@ -36,6 +36,14 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "backup":
+			return runBackup(args[1:], env, stdout, stderr)
+		case "restore":
+			return runRestore(args[1:], env, stderr)
+		}
+	}
 	cfg, err := parseConfig(args, env, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -48,12 +56,12 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		fmt.Fprintln(stdout, "herald", version)
 		return 0
 	}
-	logger, err := newLogger(cfg, stderr)
+	logger, level, err := newLogger(cfg, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "herald:", err)
 		return 2
 	}
-	if err := serve(ctx, cfg, logger); err != nil {
+	if err := serve(ctx, cfg, logger, level); err != nil {
 		logger.Error("herald stopped", "err", err)
 		return 1
 	}
@@ -61,8 +69,10 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 }
 
 // serve wires the broker, the store and the servers together, and runs
-// them until ctx ends.
-func serve(ctx context.Context, cfg *config, logger *slog.Logger) error {
+// them until ctx ends. level is the logger's level, which CONFIG SET
+// loglevel changes.
+func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.LevelVar) error {
+	m := newMetrics()
 	b := broker.New(broker.Config{
 		MaxPayload: int(cfg.maxPayload),
 		Outbox: broker.OutboxLimits{
@@ -87,6 +97,8 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger) error {
 		Retention:       &policy,
 		CommitTimeout:   cfg.commitTimeout,
 		ElectionTimeout: cfg.electionTimeout,
+		ObserveCommit:   m.observeCommit,
+		ObserveApply:    m.observeApply,
 		Logger:          logger,
 	}, b)
 	if err != nil {
@@ -106,7 +118,12 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger) error {
 		MaxQueryBuffer:  int(cfg.queryBufLimit),
 		Cluster:         clusterAdapter{store},
 		Version:         version,
-		Logger:          logger.With("server", "resp"),
+		LogLevel:        level,
+		InfoFields:      m.infoFields,
+		Backup: func(ctx context.Context) (resp.Backup, error) {
+			return backupToFile(store, cfg.dataDir)
+		},
+		Logger: logger.With("server", "resp"),
 	})
 	httpLn, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {
@@ -121,8 +138,10 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger) error {
 		MaxSubscriptions:    cfg.maxSubscriptions,
 		PingInterval:        cfg.pingInterval,
 		PollTimeout:         cfg.pollTimeout,
+		Metrics:             m.handler(),
 		Logger:              logger.With("server", "http"),
 	})
+	m.broker, m.resp, m.http, m.store = b, rs, hs, store
 
 	errc := make(chan error, 3)
 	go func() { errc <- rs.Serve(respLn) }()
@@ -168,19 +187,21 @@ func pprofHandler() http.Handler {
 	return mux
 }
 
-func newLogger(cfg *config, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
+// newLogger returns the process's logger and its level, which can change at
+// run time (CONFIG SET loglevel).
+func newLogger(cfg *config, w io.Writer) (*slog.Logger, *slog.LevelVar, error) {
+	level := &slog.LevelVar{}
 	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", cfg.logLevel)
+		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", cfg.logLevel)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	switch cfg.logFormat {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(slog.NewTextHandler(w, opts)), level, nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(slog.NewJSONHandler(w, opts)), level, nil
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", cfg.logFormat)
+	return nil, nil, fmt.Errorf("--log-format %q: want text or json", cfg.logFormat)
 }
 
 // clusterAdapter shows the store to the RESP server's HERALD.CLUSTER

@@ -1,0 +1,193 @@
+package raftstore
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/hashicorp/raft"
+)
+
+// A backup is a snapshot stream (see snapshot.go): the channel state at one
+// applied index, with a CRC-32C. Backup writes one from a running node;
+// Restore turns one into the Raft snapshot of an empty data directory, from
+// which a node starts as if it had installed it from a leader.
+
+// Backup writes a consistent copy of this node's channel state (every
+// channel's sequence, epoch and retained history, and the retention policy
+// in force) to w, and returns the log index it reflects. It reads a Pebble
+// snapshot: the node keeps serving meanwhile.
+func (s *Store) Backup(w io.Writer) (uint64, error) {
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	v, closer, err := snap.Get(fsmAppliedKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, errors.New("backup: this node has applied nothing yet")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("backup: read applied index: %w", err)
+	}
+	if len(v) != 16 {
+		closer.Close()
+		return 0, errors.New("backup: corrupt applied index")
+	}
+	fs := &fsmSnapshot{snap: snap, applied: binary.BigEndian.Uint64(v), lastTs: int64(binary.BigEndian.Uint64(v[8:]))}
+	closer.Close()
+	if err := fs.write(w); err != nil {
+		return 0, fmt.Errorf("backup: %w", err)
+	}
+	return fs.applied, nil
+}
+
+// RestoreConfig says which node a restored data directory belongs to.
+type RestoreConfig struct {
+	// DataDir is the data directory to create. It must not hold a node's
+	// state already. Required.
+	DataDir string
+	// NodeID and RaftAddr are the node's, as it will be started. Defaults
+	// as for Config.
+	NodeID   string
+	RaftAddr string
+	// Peers is the cluster the node starts in: every member that will be
+	// started from this same backup. Default: this node alone (others
+	// then join it empty, with --join, and receive its state).
+	Peers []Peer
+	// Logger receives the snapshot store's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// Restore reads a backup from r, checks it, and writes it into the empty
+// data directory cfg.DataDir as a Raft snapshot whose configuration is
+// cfg.Peers (or the node alone). A node opened on the directory loads the
+// state from it and continues the log after the backup's index. It returns
+// that index.
+func Restore(cfg RestoreConfig, r io.Reader) (uint64, error) {
+	if cfg.DataDir == "" {
+		return 0, errors.New("restore: no data directory")
+	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = DefaultNodeID
+	}
+	if cfg.RaftAddr == "" {
+		cfg.RaftAddr = DefaultRaftAddr
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	for _, sub := range []string{"pebble", "snapshots"} {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, sub)); err == nil {
+			return 0, fmt.Errorf("restore: %s already holds a node's state (%s): restore into an empty directory", cfg.DataDir, sub)
+		}
+	}
+	conf := raft.Configuration{Servers: []raft.Server{{ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(cfg.RaftAddr), Suffrage: raft.Voter}}}
+	if len(cfg.Peers) > 0 {
+		conf.Servers = nil
+		self := false
+		for _, p := range cfg.Peers {
+			conf.Servers = append(conf.Servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr), Suffrage: raft.Voter})
+			self = self || p.ID == cfg.NodeID
+		}
+		if !self {
+			return 0, fmt.Errorf("restore: node id %q is not among the peers", cfg.NodeID)
+		}
+	}
+
+	br := bufio.NewReaderSize(r, 256<<10)
+	var hdr [24]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		return 0, fmt.Errorf("restore: read header: %w", err)
+	}
+	if string(hdr[:8]) != string(snapshotMagic) {
+		return 0, errors.New("restore: not a Herald backup")
+	}
+	applied := binary.BigEndian.Uint64(hdr[8:])
+	if applied == 0 {
+		return 0, errors.New("restore: backup of an empty state")
+	}
+
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return 0, fmt.Errorf("restore: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, newHCLogger(cfg.Logger, "raft"))
+	if err != nil {
+		return 0, fmt.Errorf("restore: open snapshot store: %w", err)
+	}
+	_, trans := raft.NewInmemTransport(raft.ServerAddress(cfg.RaftAddr))
+	defer trans.Close()
+	// The term is unknown and does not matter: the restored node starts a
+	// new history, whose log begins after this snapshot.
+	sink, err := snaps.Create(raft.SnapshotVersionMax, applied, 1, conf, applied, trans)
+	if err != nil {
+		return 0, fmt.Errorf("restore: create snapshot: %w", err)
+	}
+	if err := copyChecked(sink, hdr[:], br); err != nil {
+		sink.Cancel()
+		os.RemoveAll(filepath.Join(cfg.DataDir, "snapshots"))
+		return 0, fmt.Errorf("restore: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return 0, fmt.Errorf("restore: write snapshot: %w", err)
+	}
+	return applied, nil
+}
+
+// copyChecked copies a snapshot stream, whose header has been read, to w,
+// checking its records, its checksum and that nothing follows it.
+func copyChecked(w io.Writer, hdr []byte, r *bufio.Reader) error {
+	crc := crc32.New(crcTable)
+	crc.Write(hdr)
+	if _, err := w.Write(hdr); err != nil {
+		return err
+	}
+	cr := &crcReader{r: r, crc: crc}
+	var lenBuf [binary.MaxVarintLen64]byte
+	bw := bufio.NewWriterSize(w, 256<<10)
+	for {
+		klen, err := binary.ReadUvarint(cr)
+		if err != nil {
+			return fmt.Errorf("truncated backup: %w", err)
+		}
+		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], klen)])
+		if klen == 0 {
+			break
+		}
+		key, err := readN(cr, klen)
+		if err != nil {
+			return fmt.Errorf("truncated backup: %w", err)
+		}
+		if key[0] != prefixFSM {
+			return fmt.Errorf("key outside the state: %q", key)
+		}
+		vlen, err := binary.ReadUvarint(cr)
+		if err != nil {
+			return fmt.Errorf("truncated backup: %w", err)
+		}
+		val, err := readN(cr, vlen)
+		if err != nil {
+			return fmt.Errorf("truncated backup: %w", err)
+		}
+		bw.Write(key)
+		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], vlen)])
+		bw.Write(val)
+	}
+	want := crc.Sum32()
+	var sum [4]byte
+	if _, err := io.ReadFull(r, sum[:]); err != nil {
+		return fmt.Errorf("read checksum: %w", err)
+	}
+	if binary.BigEndian.Uint32(sum[:]) != want {
+		return errors.New("checksum mismatch: the backup is damaged")
+	}
+	if _, err := r.ReadByte(); err != io.EOF {
+		return errors.New("data after the end of the backup")
+	}
+	bw.Write(sum[:])
+	return bw.Flush()
+}
