@@ -51,6 +51,11 @@ type Broker struct {
 	// in log order, and per-message frame caches and sequenced-subscription
 	// state need no further locking.
 	deliverMu sync.Mutex
+	// During DeliverBatch (under deliverMu): the outboxes whose writers
+	// wait to be woken, and the frames queued since the last wake-up.
+	batching bool
+	wake     []*Outbox
+	queued   int
 
 	nextClientID atomic.Uint64
 	clients      atomic.Int64
@@ -106,6 +111,30 @@ func (b *Broker) Publish(ctx context.Context, msgs []Publish) ([]Receipt, error)
 func (b *Broker) Deliver(m *Message) int {
 	b.deliverMu.Lock()
 	defer b.deliverMu.Unlock()
+	return b.deliver(m)
+}
+
+// DeliverBatch delivers msgs in order as Deliver does each, and stores in
+// n[i] how many msgs[i] reached. Writers are woken once the batch is
+// queued (or every maxQueuedBeforeWake frames of a large one), so a
+// subscriber gets the batch's messages in one write, not one write each.
+func (b *Broker) DeliverBatch(msgs []*Message, n []int) {
+	b.deliverMu.Lock()
+	defer b.deliverMu.Unlock()
+	b.batching = true
+	for i, m := range msgs {
+		n[i] = b.deliver(m)
+	}
+	b.batching = false
+	b.wakeWriters()
+}
+
+// maxQueuedBeforeWake bounds how many frames a batch's fan-out queues
+// before it wakes the writers waiting: the first subscribers do not wait
+// for the last of a long batch.
+const maxQueuedBeforeWake = 1 << 16
+
+func (b *Broker) deliver(m *Message) int {
 	n := b.deliverChannel(m)
 	if m.Namespace == Global {
 		n += b.deliverPatterns(m)
@@ -114,6 +143,34 @@ func (b *Broker) Deliver(m *Message) int {
 	b.published.Add(1)
 	b.delivered.Add(uint64(n))
 	return n
+}
+
+// push queues a fanned-out frame in out, and wakes its writer now, or
+// once the batch being delivered is queued.
+func (b *Broker) push(out *Outbox, frame []byte) bool {
+	ok, wake := out.push(frame, true)
+	if !b.batching {
+		if wake {
+			out.signal()
+		}
+		return ok
+	}
+	if wake {
+		b.wake = append(b.wake, out)
+	}
+	if b.queued++; b.queued >= maxQueuedBeforeWake {
+		b.wakeWriters()
+	}
+	return ok
+}
+
+func (b *Broker) wakeWriters() {
+	for _, o := range b.wake {
+		o.signal()
+	}
+	clear(b.wake)
+	b.wake = b.wake[:0]
+	b.queued = 0
 }
 
 func (b *Broker) deliverChannel(m *Message) int {
@@ -132,9 +189,9 @@ func (b *Broker) deliverChannel(m *Message) int {
 				b.holdPending(s, m)
 				continue
 			}
-			b.pushSequenced(s, m)
+			b.pushSequenced(s, m, true)
 		default:
-			c.out.Push(m.frame(c.format(), s.kind, ""))
+			b.push(c.out, m.frame(c.format(), s.kind, ""))
 		}
 	}
 	return len(set.subs)
@@ -151,7 +208,7 @@ func (b *Broker) deliverPatterns(m *Message) int {
 		set := b.reg.patterns[p]
 		for _, s := range set.subs {
 			c := s.client
-			c.out.Push(m.frame(c.format(), KindPattern, p))
+			b.push(c.out, m.frame(c.format(), KindPattern, p))
 		}
 		n += len(set.subs)
 	}
@@ -182,8 +239,8 @@ func (b *Broker) holdPending(s *subscription, m *Message) {
 // once: a message at or before the last delivered position is skipped, and a
 // change of epoch, or a jump in sequence, is announced first with a Resume
 // frame whose Recovered is false. The caller holds the channel's registry
-// lock.
-func (b *Broker) pushSequenced(s *subscription, m *Message) bool {
+// lock; delivering says it is the deliverer, under deliverMu.
+func (b *Broker) pushSequenced(s *subscription, m *Message, delivering bool) bool {
 	st := s.seq
 	c := s.client
 	f := c.format()
@@ -191,11 +248,21 @@ func (b *Broker) pushSequenced(s *subscription, m *Message) bool {
 	case st.pos.Epoch == m.Epoch && m.Seq <= st.pos.Seq:
 		return false // already delivered from history
 	case st.pos.Epoch != 0 && (st.pos.Epoch != m.Epoch || m.Seq != st.pos.Seq+1):
-		c.out.Push(f.AppendResume(nil, s.name, Resume{Epoch: m.Epoch, From: m.Seq, Last: m.Seq - 1}))
+		b.pushFrom(delivering, c.out, f.AppendResume(nil, s.name, Resume{Epoch: m.Epoch, From: m.Seq, Last: m.Seq - 1}))
 	}
 	st.pos = Position{Epoch: m.Epoch, Seq: m.Seq}
-	c.out.Push(m.frame(f, KindSequenced, ""))
+	b.pushFrom(delivering, c.out, m.frame(f, KindSequenced, ""))
 	return true
+}
+
+// pushFrom pushes as the deliverer does (b.push), or as any other
+// goroutine must (Outbox.Push).
+func (b *Broker) pushFrom(delivering bool, out *Outbox, frame []byte) {
+	if delivering {
+		b.push(out, frame)
+	} else {
+		out.Push(frame)
+	}
 }
 
 // Receivers returns how many of this node's subscriptions a message

@@ -841,3 +841,45 @@ func TestClientConcurrentSubscribeAndClose(t *testing.T) {
 		})
 	}
 }
+
+// TestDeliverBatch: a batch reaches each subscriber in order, with the
+// receiver counts Deliver would give, and a writer waiting in Next is woken
+// once with the whole batch queued.
+func TestDeliverBatch(t *testing.T) {
+	b := broker.New(broker.Config{})
+	f := &textFormat{}
+	both := b.NewClient(f)
+	both.Subscribe(broker.KindChannel, "a")
+	both.Subscribe(broker.KindPattern, "*")
+	only := b.NewClient(f)
+	only.Subscribe(broker.KindChannel, "b")
+
+	got := make(chan [][]byte)
+	go func() {
+		frames, _ := both.Outbox().Next(nil, nil)
+		got <- frames
+	}()
+	msgs := []*broker.Message{
+		{Channel: "a", Payload: []byte("1"), Epoch: 1, Seq: 1},
+		{Channel: "b", Payload: []byte("2"), Epoch: 1, Seq: 1},
+		{Channel: "c", Payload: []byte("3"), Epoch: 1, Seq: 1},
+	}
+	n := make([]int, len(msgs))
+	b.DeliverBatch(msgs, n)
+	if want := []int{2, 2, 1}; !slices.Equal(n, want) {
+		t.Fatalf("receivers %v, want %v", n, want)
+	}
+	frames := <-got
+	want := []string{"msg|channel||a|1|1|1", "msg|pattern|*|a|1|1|1", "msg|pattern|*|b|1|1|2", "msg|pattern|*|c|1|1|3"}
+	if len(frames) != len(want) {
+		t.Fatalf("one wake-up brought %d frames %q, want the batch's %d", len(frames), frames, len(want))
+	}
+	for i := range want {
+		if string(frames[i]) != want[i] {
+			t.Fatalf("frame %d = %q, want %q", i, frames[i], want[i])
+		}
+	}
+	if frames, _ := only.Outbox().TryNext(nil); len(frames) != 1 || string(frames[0]) != "msg|channel||b|1|1|2" {
+		t.Fatalf("other subscriber got %q", frames)
+	}
+}

@@ -370,7 +370,7 @@ func (cu *CatchUp) goLive(replayErr error) {
 		st.pos = Position{Epoch: r.Epoch, Seq: r.Last}
 	}
 	for _, m := range st.pending {
-		b.pushSequenced(s, m)
+		b.pushSequenced(s, m, false)
 	}
 	st.pending = nil
 	st.pendingBytes = 0

@@ -98,28 +98,11 @@ func NewOutbox(limits OutboxLimits, onFail func(error)) *Outbox {
 // Push queues frame. It reports false if the outbox has failed, either before
 // this call or because this frame took it over a limit.
 func (o *Outbox) Push(frame []byte) bool {
-	o.mu.Lock()
-	if o.err != nil || o.draining {
-		if o.err == ErrSlowConsumer && o.dropped != nil {
-			o.dropped.Add(1)
-		}
-		o.mu.Unlock()
-		return false
-	}
-	o.frames = append(o.frames, frame)
-	o.bytes += len(frame)
-	if err := o.checkLimitsLocked(); err != nil {
-		o.failLocked(err)
-		o.mu.Unlock()
-		o.notifyFail(err)
-		return false
-	}
-	wasEmpty := len(o.frames) == 1
-	o.mu.Unlock()
-	if wasEmpty {
+	ok, wake := o.push(frame, true)
+	if wake {
 		o.signal()
 	}
-	return true
+	return ok
 }
 
 // PushReply queues a frame that answers the connection's own command. Unlike
@@ -128,19 +111,38 @@ func (o *Outbox) Push(frame []byte) bool {
 // flow control, because the connection reads its next command only after
 // queueing this reply. It reports false if the outbox has failed.
 func (o *Outbox) PushReply(frame []byte) bool {
+	ok, wake := o.push(frame, false)
+	if wake {
+		o.signal()
+	}
+	return ok
+}
+
+// push queues frame, checking the limits if limited. wake reports that
+// the outbox was empty: the caller must signal its writer, now or (a
+// batch's fan-out) once the batch is queued.
+func (o *Outbox) push(frame []byte, limited bool) (ok, wake bool) {
 	o.mu.Lock()
 	if o.err != nil || o.draining {
+		if limited && o.err == ErrSlowConsumer && o.dropped != nil {
+			o.dropped.Add(1)
+		}
 		o.mu.Unlock()
-		return false
+		return false, false
 	}
 	o.frames = append(o.frames, frame)
 	o.bytes += len(frame)
-	wasEmpty := len(o.frames) == 1
-	o.mu.Unlock()
-	if wasEmpty {
-		o.signal()
+	if limited {
+		if err := o.checkLimitsLocked(); err != nil {
+			o.failLocked(err)
+			o.mu.Unlock()
+			o.notifyFail(err)
+			return false, false
+		}
 	}
-	return true
+	wake = len(o.frames) == 1
+	o.mu.Unlock()
+	return true, wake
 }
 
 func (o *Outbox) checkLimitsLocked() error {

@@ -194,9 +194,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 		// diverge from the other nodes.
 		panic(fmt.Sprintf("raftstore: commit applied state: %v", err))
 	}
-	for _, o := range outs {
-		resps[o.pos] = f.deliver(o)
-	}
+	f.deliver(outs, resps)
 	f.share()
 	return resps
 }
@@ -227,17 +225,26 @@ func (f *fsm) applyCommand(b *applyBatch, l *raft.Log) (outcome, bool) {
 	return o, true
 }
 
-// deliver fans an outcome's messages out to this node's subscribers and
-// returns its result.
-func (f *fsm) deliver(o outcome) *applyResult {
-	r := &applyResult{existed: o.existed}
-	if len(o.msgs) > 0 {
-		r.receipts = make([]broker.Receipt, len(o.msgs))
+// deliver fans the outcomes' messages out to this node's subscribers, all
+// in one batch, and stores each entry's result in resps.
+func (f *fsm) deliver(outs []outcome, resps []interface{}) {
+	var msgs []*broker.Message
+	for _, o := range outs {
+		msgs = append(msgs, o.msgs...)
 	}
-	for i, m := range o.msgs {
-		r.receipts[i] = broker.Receipt{Epoch: m.Epoch, Seq: m.Seq, Receivers: f.broker.Deliver(m)}
+	receivers := make([]int, len(msgs))
+	f.broker.DeliverBatch(msgs, receivers)
+	for _, o := range outs {
+		r := &applyResult{existed: o.existed}
+		if len(o.msgs) > 0 {
+			r.receipts = make([]broker.Receipt, len(o.msgs))
+		}
+		for i, m := range o.msgs {
+			r.receipts[i] = broker.Receipt{Epoch: m.Epoch, Seq: m.Seq, Receivers: receivers[i]}
+		}
+		receivers = receivers[len(o.msgs):]
+		resps[o.pos] = r
 	}
-	return r
 }
 
 // rule returns the retention rule of a channel under the current policy.

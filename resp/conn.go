@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -167,6 +168,13 @@ func (c *conn) writeLoop() {
 		// No done channel: the writer stops only when the outbox closes, so
 		// a clean close writes everything queued first.
 		frames, err = c.out.Next(nil, frames[:0])
+		if len(frames) > 0 && err == nil {
+			// Let the goroutines ready to run go first: under load the
+			// deliverer and the other writers queue more for this client
+			// meanwhile, and one write carries all of it.
+			runtime.Gosched()
+			frames, err = c.out.TryNext(frames)
+		}
 		if len(frames) > 0 {
 			c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 			bufs := net.Buffers(frames)

@@ -22,15 +22,20 @@ const (
 
 // smallBuffers is the ResponseWriter a WebSocket handshake hijacks: its
 // connection comes with wsReadBufferSize and wsWriteBufferSize buffers
-// instead of net/http's.
-type smallBuffers struct{ http.ResponseWriter }
+// instead of net/http's. It keeps the connection, whose write deadline
+// the writer sets.
+type smallBuffers struct {
+	http.ResponseWriter
+	conn net.Conn
+}
 
 // Hijack implements http.Hijacker.
-func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
+	w.conn = conn
 	// Bytes the client sent after its request (a first frame, sent
 	// without waiting for the handshake's answer) are in net/http's
 	// buffer: they go first into the new one.

@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -68,6 +70,7 @@ type wsConn struct {
 
 	pinger *time.Timer
 	remote string
+	raw    net.Conn // under c: the writer sets its write deadline
 
 	// The writer: a goroutine that runs while the outbox has frames.
 	wmu      sync.Mutex
@@ -93,7 +96,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	c, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
+	hj := &smallBuffers{ResponseWriter: w}
+	c, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
 		OriginPatterns:     s.cfg.AllowedOrigins,
 		InsecureSkipVerify: s.cfg.AllowAnyOrigin,
 	})
@@ -104,7 +108,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.SetReadLimit(s.readLimit())
 	ctx, stop := context.WithCancel(s.baseCtx)
-	conn := &wsConn{s: s, c: c, ctx: ctx, stop: stop}
+	conn := &wsConn{s: s, c: c, raw: hj.conn, ctx: ctx, stop: stop}
 	conn.cl = s.broker.NewClient(jsonFormat{})
 	conn.cl.OnFail(conn.dropIfSlow)
 	conn.out = conn.cl.Outbox()
@@ -159,6 +163,7 @@ func (c *wsConn) finish() {
 		c.waitWriterDone()
 	}
 	c.stop()
+	c.c.CloseNow() // ends a write in progress: writes do not watch ctx
 	c.stopWriter()
 	c.pinger.Stop()
 	c.cl.Close()
@@ -425,21 +430,26 @@ func (c *wsConn) kick() {
 
 // write sends what the outbox holds, all queued events in one WebSocket
 // text message, one JSON object per line, until the outbox is empty.
+//
+// A write is bounded by a deadline on the connection rather than by a
+// context: coder/websocket arms a timer per write for a context that can
+// end, which costs more than the write on a busy fan-out.
 func (c *wsConn) write() {
-	var frames [][]byte
-	var msg []byte
+	buf := writeBufs.Get().(*writeBuf)
+	defer putWriteBuf(buf)
+	runtime.Gosched()
 	for {
 		var err error
-		frames, err = c.out.TryNext(frames[:0])
+		buf.frames, err = c.out.TryNext(buf.frames[:0])
+		frames := buf.frames
 		if len(frames) > 0 {
 			out := frames[0]
 			if len(frames) > 1 {
-				msg = joinLines(msg[:0], frames)
-				out = msg
+				buf.msg = joinLines(buf.msg[:0], frames)
+				out = buf.msg
 			}
-			wctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.WriteTimeout)
-			werr := c.c.Write(wctx, websocket.MessageText, out)
-			cancel()
+			c.raw.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+			werr := c.c.Write(context.Background(), websocket.MessageText, out)
 			clear(frames)
 			if werr != nil {
 				c.stop()
@@ -452,19 +462,43 @@ func (c *wsConn) write() {
 		switch {
 		case errors.Is(err, broker.ErrSlowConsumer):
 			c.s.cfg.Logger.Info("websocket client disconnected: outbox limit", "client", c.cl.ID())
+			c.raw.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 			c.c.Close(CloseSlowConsumer, "slow consumer: messages were not read fast enough")
 			c.writerExit()
 			return
 		case err != nil:
 			if req := c.closing.Load(); req != nil {
+				c.raw.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 				c.c.Close(req.code, req.reason)
 			}
 			c.writerExit()
 			return
-		case len(frames) == 0 && c.idle():
-			return
+		case len(frames) == 0:
+			// No deadline outlives the run: pings write too.
+			c.raw.SetWriteDeadline(time.Time{})
+			if c.idle() {
+				return
+			}
 		}
 	}
+}
+
+// writeBuf is a writer's scratch space, shared through writeBufs by the
+// runs of every connection's writer: an idle connection holds none.
+type writeBuf struct {
+	frames [][]byte
+	msg    []byte
+}
+
+var writeBufs = sync.Pool{New: func() any { return new(writeBuf) }}
+
+func putWriteBuf(b *writeBuf) {
+	if cap(b.msg) > 64<<10 {
+		b.msg = nil // a large batch's buffer is not kept
+	}
+	clear(b.frames[:cap(b.frames)])
+	b.frames = b.frames[:0]
+	writeBufs.Put(b)
 }
 
 // idle ends the writer's run if the outbox has nothing for it, and reports
