@@ -29,6 +29,12 @@ const (
 	// CloseTooManySubscriptions closes a connection that asked for more
 	// subscriptions than Config.MaxSubscriptions.
 	CloseTooManySubscriptions websocket.StatusCode = 4002
+	// CloseTokenExpired closes a connection when its token's "exp" passes:
+	// reconnect with a fresh token, and resume.
+	CloseTokenExpired websocket.StatusCode = 4003
+	// CloseRateLimited closes a connection that sent requests faster than
+	// Config.MaxRequestRate.
+	CloseRateLimited websocket.StatusCode = 4004
 )
 
 // request is a client's message: one JSON object per WebSocket text frame.
@@ -55,6 +61,9 @@ type wsConn struct {
 	ctx  context.Context
 	stop context.CancelFunc
 	subs int // subscriptions held (channels and patterns)
+
+	grant   *grant              // what the token allows; nil: anonymous
+	limiter *broker.RateLimiter // Config.MaxRequestRate; nil: none
 
 	closeOnce sync.Once
 	closing   atomic.Pointer[closeRequest] // set by closeWith
@@ -84,6 +93,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	g, ok := s.authorize(w, r)
+	if !ok || !s.checkSubs(w, g, subs) {
+		return
+	}
+	release, ok := s.admit(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		OriginPatterns:     s.cfg.AllowedOrigins,
 		InsecureSkipVerify: s.cfg.AllowAnyOrigin,
@@ -95,7 +113,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.SetReadLimit(s.readLimit())
 	ctx, stop := context.WithCancel(s.baseCtx)
-	conn := &wsConn{s: s, c: c, ctx: ctx, stop: stop}
+	conn := &wsConn{s: s, c: c, ctx: ctx, stop: stop, grant: g, limiter: broker.NewRateLimiter(s.cfg.MaxRequestRate, 0)}
 	conn.cl = s.broker.NewClient(jsonFormat{})
 	conn.cl.OnFail(conn.dropIfSlow)
 	conn.out = conn.cl.Outbox()
@@ -111,6 +129,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}()
 	pinger := time.AfterFunc(s.cfg.PingInterval, conn.ping)
 	defer pinger.Stop()
+	if g != nil && !g.expires.IsZero() {
+		expiry := time.AfterFunc(time.Until(g.expires), conn.expire)
+		defer expiry.Stop()
+	}
 
 	for _, sub := range subs {
 		req := &request{Op: "subscribe", Channel: sub.channel, Epoch: sub.from.Epoch}
@@ -137,6 +159,11 @@ func (c *wsConn) readLoop() {
 	for {
 		typ, data, err := c.c.Read(c.ctx)
 		if err != nil {
+			return
+		}
+		if !c.limiter.Allow(time.Now()) {
+			c.s.cfg.Logger.Info("websocket client disconnected: request rate", "client", c.cl.ID())
+			c.closeWith(CloseRateLimited, "request rate exceeded")
 			return
 		}
 		if typ != websocket.MessageText {
@@ -221,6 +248,10 @@ func (c *wsConn) work(cu *broker.CatchUp) {
 func (c *wsConn) handle(req *request) (*broker.CatchUp, error) {
 	switch req.Op {
 	case "subscribe":
+		if code, reason := c.refuseSubscribe(req); code != "" {
+			c.replyError(req.ID, code, reason)
+			return nil, nil
+		}
 		switch {
 		case req.Channel != "" && req.Pattern == "":
 			var from broker.Position
@@ -311,6 +342,34 @@ func (c *wsConn) subscribe(id json.RawMessage, k broker.Kind, name string, from 
 
 var errTooManySubscriptions = errors.New("too many subscriptions")
 
+// refuseSubscribe returns the error code and message that refuse a
+// subscribe request, or "": neither or both of channel and pattern
+// (bad_request), a name over the length limit (bad_request), or one the
+// token does not grant (forbidden).
+func (c *wsConn) refuseSubscribe(req *request) (code, msg string) {
+	name, pattern := req.Channel, false
+	if req.Pattern != "" {
+		name, pattern = req.Pattern, true
+	}
+	if (req.Channel == "") == (req.Pattern == "") {
+		return "bad_request", "subscribe needs one of channel or pattern"
+	}
+	if err := c.s.broker.CheckChannel(name); err != nil {
+		return "bad_request", err.Error()
+	}
+	if !c.grant.canSubscribe(name, pattern) {
+		return "forbidden", "the token does not grant " + strconv.Quote(name)
+	}
+	return "", ""
+}
+
+// expire closes the connection when its token expires.
+func (c *wsConn) expire() {
+	c.s.cfg.Logger.Info("websocket client disconnected: token expired", "client", c.cl.ID())
+	c.cl.UnsubscribeAll()
+	c.closeWith(CloseTokenExpired, "token expired")
+}
+
 func (c *wsConn) publish(req *request) {
 	if !c.s.cfg.AllowBrowserPublish {
 		c.replyError(req.ID, "forbidden", "publishing over WebSocket is disabled on this server")
@@ -318,6 +377,10 @@ func (c *wsConn) publish(req *request) {
 	}
 	if req.Channel == "" {
 		c.replyError(req.ID, "bad_request", "publish needs a channel")
+		return
+	}
+	if !c.grant.canPublish(req.Channel) {
+		c.replyError(req.ID, "forbidden", "the token does not grant publishing to "+strconv.Quote(req.Channel))
 		return
 	}
 	payload := []byte(req.Data)
