@@ -50,6 +50,8 @@ type config struct {
 	logLevel  string
 	logFormat string
 	version   bool
+
+	security securityConfig // security.go
 }
 
 // flagGroups orders --help; every flag belongs to one group.
@@ -63,6 +65,7 @@ var flagGroups = []struct {
 	{"Retention", []string{"retain", "channel-idle-ttl"}},
 	{"Limits", []string{"max-clients", "max-payload", "proto-max-bulk-len", "client-query-buffer-limit",
 		"outbox-hard-limit", "outbox-soft-limit", "outbox-soft-duration", "outbox-max-messages"}},
+	{"Security", securityFlags},
 	{"Logging", []string{"log-level", "log-format", "version"}},
 }
 
@@ -118,6 +121,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
+	addSecurityFlags(fs, &c.security)
 	fs.Usage = func() { usage(fs, out) }
 	return fs
 }
@@ -147,6 +151,9 @@ func parseConfig(args []string, env func(string) string, out io.Writer) (*config
 	}
 	if c.join != "" && len(c.peers) > 0 {
 		return nil, errors.New("--join and --peers exclude each other: bootstrap with --peers, or join an existing cluster")
+	}
+	if err := c.security.check(); err != nil {
+		return nil, err
 	}
 	if int64(c.maxPayload) > int64(c.protoMaxBulkLen) {
 		c.protoMaxBulkLen = c.maxPayload

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -61,8 +60,25 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 // serve wires the broker, the store and the servers together, and runs
 // them until ctx ends.
 func serve(ctx context.Context, cfg *config, logger *slog.Logger) error {
+	sec := &cfg.security
+	acl, err := sec.acl(cfg.requirePass)
+	if err != nil {
+		return err
+	}
+	tokens, err := sec.tokens()
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := sec.tlsConfigs()
+	if err != nil {
+		return err
+	}
+	if tlsCfg.resp != nil && tlsCfg.raft == nil {
+		logger.Warn("Raft traffic is not encrypted: give --tls-ca-cert-file for mutual TLS between nodes")
+	}
 	b := broker.New(broker.Config{
-		MaxPayload: int(cfg.maxPayload),
+		MaxPayload:    int(cfg.maxPayload),
+		MaxChannelLen: sec.maxChannelLen,
 		Outbox: broker.OutboxLimits{
 			HardBytes:    int(cfg.outboxHard),
 			SoftBytes:    int(cfg.outboxSoft),
@@ -85,6 +101,7 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger) error {
 		Retention:       &policy,
 		CommitTimeout:   cfg.commitTimeout,
 		ElectionTimeout: cfg.electionTimeout,
+		TLS:             tlsCfg.raft,
 		Logger:          logger,
 	}, b)
 	if err != nil {
@@ -93,20 +110,23 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger) error {
 	defer store.Close()
 	b.SetLog(store)
 
-	respLn, err := net.Listen("tcp", cfg.respAddr)
+	respLn, err := listen(cfg.respAddr, tlsCfg.resp)
 	if err != nil {
 		return fmt.Errorf("listen for RESP: %w", err)
 	}
 	rs := resp.New(b, resp.Config{
 		RequirePass:     cfg.requirePass,
+		ACL:             acl,
 		MaxClients:      cfg.maxClients,
+		MaxClientsPerIP: sec.maxClientsPerIP,
+		MaxRequestRate:  sec.maxRequestRate,
 		ProtoMaxBulkLen: int(cfg.protoMaxBulkLen),
 		MaxQueryBuffer:  int(cfg.queryBufLimit),
 		Cluster:         clusterAdapter{store},
 		Version:         version,
 		Logger:          logger.With("server", "resp"),
 	})
-	httpLn, err := net.Listen("tcp", cfg.httpAddr)
+	httpLn, err := listen(cfg.httpAddr, tlsCfg.http)
 	if err != nil {
 		respLn.Close()
 		return fmt.Errorf("listen for HTTP: %w", err)
@@ -117,6 +137,10 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger) error {
 		AllowAnyOrigin:      cfg.allowAnyOrigin,
 		AllowBrowserPublish: cfg.allowBrowserPublish,
 		MaxSubscriptions:    cfg.maxSubscriptions,
+		Tokens:              tokens,
+		MaxConnections:      sec.maxHTTPConns,
+		MaxConnectionsPerIP: sec.maxClientsPerIP,
+		MaxRequestRate:      sec.maxRequestRate,
 		PingInterval:        cfg.pingInterval,
 		PollTimeout:         cfg.pollTimeout,
 		Logger:              logger.With("server", "http"),
