@@ -316,7 +316,7 @@ func inCategory(cmd *command, cat string) bool {
 	}
 	switch cat {
 	case "pubsub":
-		return strings.HasPrefix(cmd.name, "herald.") && cmd.chanRule() != chanNone
+		return cmd.group == "herald" && (cmd.chanRule() != chanNone || cmd.name == "herald.unsubscribe")
 	case "slow":
 		return !slices.Contains(cmd.flags, "fast")
 	case "dangerous":
