@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -185,6 +186,8 @@ func (a *ACL) authenticate(name, pass []byte) *User {
 	return u
 }
 
+var errBadHash = errors.New("the password hash must be exactly 64 characters and contain only lowercase hexadecimal characters")
+
 // apply applies one rule to u.
 func (u *User) apply(rule string) error {
 	lower := strings.ToLower(rule)
@@ -203,8 +206,12 @@ func (u *User) apply(rule string) error {
 		u.removePassword(sha256.Sum256([]byte(rule[1:])))
 	case rule[0] == '#' || rule[0] == '!':
 		var sum [sha256.Size]byte
-		if n, err := hex.Decode(sum[:], []byte(rule[1:])); err != nil || n != sha256.Size || len(rule) != 1+2*sha256.Size {
-			return fmt.Errorf("the password hash must be exactly 64 characters and contain only lowercase hexadecimal characters")
+		digits := rule[1:]
+		if len(digits) != 2*sha256.Size || strings.ToLower(digits) != digits {
+			return errBadHash
+		}
+		if _, err := hex.Decode(sum[:], []byte(digits)); err != nil {
+			return errBadHash
 		}
 		if rule[0] == '#' {
 			u.addPassword(sum)

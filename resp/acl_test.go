@@ -182,3 +182,26 @@ func TestParseACLErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzParseACL: no ACL file makes the parser panic, and every user it
+// accepts can be checked against every command without panicking.
+func FuzzParseACL(f *testing.F) {
+	for _, seed := range []string{
+		"user alice on >secret &room:* +@all -herald.delete",
+		"user a on #" + strings.Repeat("ab", 32) + " %P&x %S&y:* +publish +client|setname",
+		"user default off\nuser b reset on nopass allchannels allcommands resetchannels",
+		"# comment\n\n   user c on ~* allkeys %R~k &* +@pubsub -@all +@connection",
+		"user", "user d <x !" + strings.Repeat("0", 64) + " >", "user e + - & %P& %S",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		acl, err := resp.ParseACL(strings.NewReader(text))
+		if err != nil {
+			return
+		}
+		if !acl.HasUser("default") {
+			t.Fatalf("%q: no default user", text)
+		}
+	})
+}
