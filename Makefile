@@ -6,6 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 FUZZTIME ?= 30s
+CI_FUZZTIME ?= 5s
 BENCHTIME ?= 1s
 
 .PHONY: all build run test deps lint fmt fmt-check vet bench fuzz cluster clean
@@ -47,8 +48,12 @@ deps:
 		cd resp/testdata/clients && npm ci --no-audit --no-fund; \
 	fi
 
+# Every test with the race detector, then a short run of every fuzz
+# target (crashers it finds land in testdata/fuzz and stay as regression
+# cases). CI runs exactly this.
 test: deps lint
 	$(GO) test -race -timeout 25m ./...
+	$(MAKE) fuzz FUZZTIME=$(CI_FUZZTIME)
 
 lint: fmt-check vet
 

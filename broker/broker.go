@@ -11,6 +11,9 @@ import (
 // DefaultMaxPayload is the default largest payload a publish may carry.
 const DefaultMaxPayload = 1 << 20
 
+// DefaultMaxChannelLen is the default longest channel name or pattern.
+const DefaultMaxChannelLen = 1024
+
 // Config configures a Broker. The zero value of each field means its default.
 type Config struct {
 	// Outbox bounds each client's queue of undelivered frames.
@@ -18,6 +21,9 @@ type Config struct {
 	// MaxPayload is the largest payload a publish may carry, in bytes.
 	// Default 1 MiB.
 	MaxPayload int
+	// MaxChannelLen is the longest channel name or pattern, in bytes, that
+	// may be published to or subscribed to. Default 1024.
+	MaxChannelLen int
 	// ReplayPage is how many retained messages a catch-up reads and queues
 	// at a time before it waits for the client to take them. Default 1000.
 	ReplayPage int
@@ -29,6 +35,9 @@ func (c Config) withDefaults() Config {
 	c.Outbox = c.Outbox.withDefaults()
 	if c.MaxPayload <= 0 {
 		c.MaxPayload = DefaultMaxPayload
+	}
+	if c.MaxChannelLen <= 0 {
+		c.MaxChannelLen = DefaultMaxChannelLen
 	}
 	if c.ReplayPage <= 0 {
 		c.ReplayPage = 1000
@@ -95,12 +104,25 @@ func (b *Broker) Publish(ctx context.Context, msgs []Publish) ([]Receipt, error)
 		if len(msgs[i].Payload) > b.cfg.MaxPayload {
 			return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrPayloadTooLarge, len(msgs[i].Payload), b.cfg.MaxPayload)
 		}
+		if err := b.CheckChannel(msgs[i].Channel); err != nil {
+			return nil, err
+		}
 	}
 	receipts, err := b.log.Publish(ctx, msgs)
 	if err == nil {
 		b.accepted.Add(uint64(len(msgs)))
 	}
 	return receipts, err
+}
+
+// CheckChannel returns ErrChannelTooLong, wrapped with the sizes, when name
+// (a channel or a pattern) is longer than Config.MaxChannelLen. Publish
+// checks it; transports check it before they subscribe.
+func (b *Broker) CheckChannel(name string) error {
+	if len(name) > b.cfg.MaxChannelLen {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrChannelTooLong, len(name), b.cfg.MaxChannelLen)
+	}
+	return nil
 }
 
 // Deliver fans m out to this node's matching subscriptions and returns how

@@ -23,4 +23,8 @@ var (
 
 	// ErrPayloadTooLarge means a publish exceeded the payload limit.
 	ErrPayloadTooLarge = errors.New("payload too large")
+
+	// ErrChannelTooLong means a channel name or pattern exceeded the
+	// length limit.
+	ErrChannelTooLong = errors.New("channel name too long")
 )

@@ -3,6 +3,7 @@ package raftstore
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -84,12 +85,13 @@ func readFrame(r *bufio.Reader) ([]byte, error) {
 // fwdClient makes forward calls, keeping one connection per target.
 type fwdClient struct {
 	dialTimeout time.Duration
+	tls         *tls.Config // nil: plain TCP
 	mu          sync.Mutex
 	conns       map[string]*fwdConn
 }
 
-func newFwdClient(dialTimeout time.Duration) *fwdClient {
-	return &fwdClient{dialTimeout: dialTimeout, conns: make(map[string]*fwdConn)}
+func newFwdClient(dialTimeout time.Duration, tlsCfg *tls.Config) *fwdClient {
+	return &fwdClient{dialTimeout: dialTimeout, tls: tlsCfg, conns: make(map[string]*fwdConn)}
 }
 
 // call sends a request to addr and waits for its response. An error that
@@ -110,7 +112,7 @@ func (c *fwdClient) conn(ctx context.Context, addr string) (*fwdConn, error) {
 	if fc != nil {
 		return fc, nil
 	}
-	nc, err := dialStream(ctx, addr, streamForward, c.dialTimeout)
+	nc, err := dialStream(ctx, addr, streamForward, c.dialTimeout, c.tls)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial %s: %v", errNotSent, addr, err)
 	}

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -48,6 +49,11 @@ type Config struct {
 	// Listener, if set, is used instead of listening on RaftAddr (tests
 	// listen on port 0 first); RaftAddr is then its address.
 	Listener net.Listener
+	// TLS, if set, secures Raft and node-to-node traffic with mutual TLS:
+	// build it with PeerTLSConfig. Every node must use the same CA; a
+	// connection without a certificate from it is refused. Default: plain
+	// TCP.
+	TLS *tls.Config
 	// Peers bootstraps a new cluster with these members (this node among
 	// them). With no Peers and no Join, a new node bootstraps a cluster of
 	// its own. Ignored once the node has state.
@@ -220,8 +226,8 @@ func (s *Store) open(b *broker.Broker) error {
 		}
 	}
 	s.cfg.RaftAddr = ln.Addr().String()
-	s.fwd = newFwdClient(cfg.ElectionTimeout)
-	s.mux = newMux(ln, func(c net.Conn) { serveForward(s.ctx, c, s.handleForward) }, s.logger)
+	s.fwd = newFwdClient(cfg.ElectionTimeout, cfg.TLS)
+	s.mux = newMux(ln, func(c net.Conn) { serveForward(s.ctx, c, s.handleForward) }, cfg.TLS, s.logger)
 	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  raftLayer{s.mux},
 		MaxPool: 3,

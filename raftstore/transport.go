@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -33,14 +34,15 @@ type mux struct {
 	raftConns chan net.Conn
 	forward   func(net.Conn)
 	logger    *slog.Logger
+	tls       *tls.Config // nil: plain TCP; see PeerTLSConfig
 
 	closeOnce sync.Once
 	closed    chan struct{}
 	wg        sync.WaitGroup
 }
 
-func newMux(ln net.Listener, forward func(net.Conn), logger *slog.Logger) *mux {
-	m := &mux{ln: ln, raftConns: make(chan net.Conn), forward: forward, logger: logger, closed: make(chan struct{})}
+func newMux(ln net.Listener, forward func(net.Conn), tlsCfg *tls.Config, logger *slog.Logger) *mux {
+	m := &mux{ln: ln, raftConns: make(chan net.Conn), forward: forward, tls: tlsCfg, logger: logger, closed: make(chan struct{})}
 	m.wg.Add(1)
 	go m.serve()
 	return m
@@ -71,6 +73,17 @@ func (m *mux) serve() {
 func (m *mux) route(c net.Conn) {
 	var b [1]byte
 	c.SetReadDeadline(time.Now().Add(routeTimeout))
+	if m.tls != nil {
+		// The handshake, within routeTimeout, admits only peers with a
+		// certificate from the cluster's CA.
+		tc := tls.Server(c, m.tls)
+		if err := tc.Handshake(); err != nil {
+			m.logger.Warn("refused a connection on the raft port: TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+			c.Close()
+			return
+		}
+		c = tc
+	}
 	if _, err := io.ReadFull(c, b[:]); err != nil {
 		c.Close()
 		return
@@ -120,14 +133,21 @@ func (l raftLayer) Addr() net.Addr { return l.m.ln.Addr() }
 
 // Dial implements raft.StreamLayer.
 func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialStream(context.Background(), string(addr), streamRaft, timeout)
+	return dialStream(context.Background(), string(addr), streamRaft, timeout, l.m.tls)
 }
 
-func dialStream(ctx context.Context, addr string, kind byte, timeout time.Duration) (net.Conn, error) {
+// dialStream connects to a node's Raft address, over TLS when tlsCfg is
+// set, and says what the connection carries.
+func dialStream(ctx context.Context, addr string, kind byte, timeout time.Duration, tlsCfg *tls.Config) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if tlsCfg != nil {
+		if c, err = tlsHandshake(ctx, c, addr, timeout, tlsCfg); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := c.Write([]byte{kind}); err != nil {
 		c.Close()

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/herald-broker/herald/broker"
 )
 
 // command is one entry of the command table. Its fields mirror what Redis's
@@ -69,6 +71,11 @@ func (c *conn) exec(args [][]byte) error {
 	// a rejected command too; SKIP lasts one command, rejected or not.
 	c.suppress = c.replyOff || c.replySkip
 	c.replySkip = false
+	if c.limiter != nil && !c.limiter.Allow(time.Now()) {
+		c.flushPublishes()
+		c.reject(errRateLimit)
+		return nil
+	}
 	cmd := commands[name]
 	if cmd == nil {
 		c.flushPublishes()
@@ -116,11 +123,40 @@ func (c *conn) check(cmd *command, args [][]byte) string {
 	if (cmd.arity > 0 && len(args) != cmd.arity) || len(args) < -cmd.arity {
 		return wrongArity(cmd.name)
 	}
-	if !c.authed && !cmd.noAuth {
+	if c.user == nil && !cmd.noAuth {
 		return "NOAUTH Authentication required."
+	}
+	if c.user != nil {
+		if err := c.checkACL(cmd, args); err != "" {
+			return err
+		}
 	}
 	if c.rep.proto == 2 && !cmd.pubsubOK && c.subscribed() {
 		return fmt.Sprintf("ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context", cmd.name)
+	}
+	return c.checkLimits(cmd, args)
+}
+
+// checkLimits refuses a command whose channel name or payload is over the
+// broker's limits, before it joins a batch of publishes: only the
+// offending command fails.
+func (c *conn) checkLimits(cmd *command, args [][]byte) string {
+	names := args[1:]
+	switch cmd.chanRule() {
+	case chanNone:
+		return ""
+	case chanPublishFirst, chanSubscribeFirst:
+		names = args[1:2]
+	}
+	for _, name := range names {
+		if err := c.srv.broker.CheckChannel(string(name)); err != nil {
+			return errorReply(err)
+		}
+	}
+	if cmd.publish {
+		if limit := c.srv.broker.Config().MaxPayload; len(args[2]) > limit {
+			return fmt.Sprintf("ERR %s: %d bytes, limit %d", broker.ErrPayloadTooLarge, len(args[2]), limit)
+		}
 	}
 	return ""
 }
@@ -137,6 +173,9 @@ func wrongArity(name string) string {
 }
 
 const syntaxError = "ERR syntax error"
+
+// errRateLimit refuses a command over Config.MaxRequestRate.
+const errRateLimit = "ERR max request rate exceeded"
 
 // unknownCommand returns Redis's reply to a command it does not know,
 // quoting up to 128 bytes of the arguments.

@@ -26,6 +26,7 @@ type conn struct {
 	cl  *broker.Client
 	out *broker.Outbox
 	id  uint64
+	ip  string // remote IP, for the per-IP limit
 
 	ctx      context.Context // ends when the connection does
 	cancel   context.CancelFunc
@@ -33,11 +34,12 @@ type conn struct {
 
 	// Owned by the reader goroutine.
 	rep       reply
-	authed    bool
-	replyOff  bool // CLIENT REPLY OFF
-	replySkip bool // CLIENT REPLY SKIP: suppress the next command's reply
-	suppress  bool // the running command's reply is suppressed
+	user      *User // nil until authenticated
+	replyOff  bool  // CLIENT REPLY OFF
+	replySkip bool  // CLIENT REPLY SKIP: suppress the next command's reply
+	suppress  bool  // the running command's reply is suppressed
 	publishes []pendingPublish
+	limiter   *broker.RateLimiter // Config.MaxRequestRate; nil: none
 
 	// Shown by CLIENT LIST and INFO; guarded by mu.
 	mu         sync.Mutex
@@ -51,6 +53,7 @@ type conn struct {
 	created    time.Time
 	addr       string
 	laddr      string
+	userName   string // user's name, for CLIENT LIST and CLIENT KILL USER
 }
 
 // pendingPublish is a PUBLISH waiting to be committed together with the
@@ -66,12 +69,13 @@ func newConn(s *Server, nc net.Conn) *conn {
 		srv:     s,
 		nc:      nc,
 		proto:   2,
-		authed:  s.cfg.RequirePass == "",
 		created: time.Now(),
 		addr:    nc.RemoteAddr().String(),
 		laddr:   nc.LocalAddr().String(),
 	}
 	c.lastActive = c.created
+	c.setUser(s.acl.initial())
+	c.limiter = broker.NewRateLimiter(s.cfg.MaxRequestRate, 0)
 	c.rep.proto = 2
 	c.cl = s.broker.NewClient(formatRESP2)
 	c.cl.OnFail(c.closeIfSlow)
@@ -127,7 +131,7 @@ var errQuit = errors.New("quit")
 var errSecurityAttack = errors.New("possible security attack")
 
 func (c *conn) readLoop() error {
-	rd := redcon.NewReader(newGuard(c.nc, int64(c.srv.cfg.ProtoMaxBulkLen), int64(c.srv.cfg.MaxQueryBuffer), func() bool { return c.authed }))
+	rd := redcon.NewReader(newGuard(c.nc, int64(c.srv.cfg.ProtoMaxBulkLen), int64(c.srv.cfg.MaxQueryBuffer), func() bool { return c.user != nil }))
 	for {
 		cmds, err := rd.ReadCommands()
 		if err != nil && c.stopping.Load() {
@@ -235,6 +239,18 @@ func (c *conn) setProto(p int) {
 	c.proto = p
 	c.mu.Unlock()
 	c.cl.SetFormat(formatFor(p))
+}
+
+// setUser authenticates the connection as u (nil: not authenticated).
+func (c *conn) setUser(u *User) {
+	c.user = u
+	name := "default"
+	if u != nil {
+		name = u.name
+	}
+	c.mu.Lock()
+	c.userName = name
+	c.mu.Unlock()
 }
 
 func (c *conn) subscribed() bool {

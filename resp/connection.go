@@ -1,7 +1,6 @@
 package resp
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"strconv"
 	"strings"
@@ -57,7 +56,7 @@ func cmdReset(c *conn, args [][]byte) error {
 	c.cl.UnsubscribeAll()
 	c.setProto(2)
 	c.replyOff, c.replySkip, c.suppress = false, false, false
-	c.authed = c.srv.cfg.RequirePass == ""
+	c.setUser(c.srv.acl.initial())
 	c.mu.Lock()
 	c.name, c.db = "", 0
 	c.mu.Unlock()
@@ -88,18 +87,16 @@ func cmdSelect(c *conn, args [][]byte) error {
 	return nil
 }
 
-// authenticate checks a username and password against the configuration:
-// the only user is "default", whose password is RequirePass (any password
-// when none is set, as for Redis's nopass default user).
+// authenticate logs the connection in as user, if pass is its password
+// (any password for a nopass user, as in Redis).
 func (c *conn) authenticate(user, pass []byte) bool {
-	if string(user) != "default" {
+	u := c.srv.acl.authenticate(user, pass)
+	if u == nil {
+		c.srv.cfg.Logger.Info("authentication failed", "remote", c.addr, "user", string(user))
 		return false
 	}
-	want := c.srv.cfg.RequirePass
-	if want == "" {
-		return true
-	}
-	return subtle.ConstantTimeCompare(pass, []byte(want)) == 1
+	c.setUser(u)
+	return true
 }
 
 const wrongPass = "WRONGPASS invalid username-password pair or user is disabled."
@@ -111,7 +108,7 @@ func cmdAuth(c *conn, args [][]byte) error {
 	}
 	user, pass := []byte("default"), args[1]
 	if len(args) == 2 {
-		if c.srv.cfg.RequirePass == "" {
+		if c.srv.acl.users["default"].noPass {
 			c.rep.err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
 			return nil
 		}
@@ -122,7 +119,6 @@ func cmdAuth(c *conn, args [][]byte) error {
 		c.rep.err(wrongPass)
 		return nil
 	}
-	c.authed = true
 	c.rep.ok()
 	return nil
 }
@@ -164,9 +160,8 @@ func cmdHello(c *conn, args [][]byte) error {
 			c.rep.err(wrongPass)
 			return nil
 		}
-		c.authed = true
 	}
-	if !c.authed {
+	if c.user == nil {
 		c.rep.err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
 		return nil
 	}
@@ -327,13 +322,19 @@ func (c *conn) describe() string {
 	}
 	frames, bytes := c.out.Len()
 	now := time.Now()
-	return fmt.Sprintf("id=%d addr=%s laddr=%s fd=-1 name=%s age=%d idle=%d flags=%s db=%d sub=%d psub=%d ssub=%d multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=%d omem=%d tot-mem=%d events=r cmd=%s user=default redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
+	return fmt.Sprintf("id=%d addr=%s laddr=%s fd=-1 name=%s age=%d idle=%d flags=%s db=%d sub=%d psub=%d ssub=%d multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=%d omem=%d tot-mem=%d events=r cmd=%s user=%s redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
 		c.id, c.addr, c.laddr, c.name,
 		int(now.Sub(c.created).Seconds()), int(now.Sub(c.lastActive).Seconds()),
 		flags, c.db,
 		c.cl.Count(broker.KindChannel, broker.KindSequenced), c.cl.Count(broker.KindPattern), c.cl.Count(broker.KindShard),
 		frames, bytes, bytes,
-		c.lastCmd, c.proto, c.libName, c.libVer)
+		c.lastCmd, c.userName, c.proto, c.libName, c.libVer)
+}
+
+func (c *conn) nameOfUser() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.userName
 }
 
 // cmdClientKill implements both forms: CLIENT KILL addr:port, and CLIENT
@@ -376,7 +377,7 @@ func cmdClientKill(c *conn, args [][]byte) error {
 				laddr = string(val)
 			case "user":
 				user = string(val)
-				if user != "default" {
+				if !c.srv.acl.HasUser(user) {
 					c.rep.err(fmt.Sprintf("ERR No such user '%s'", val))
 					return nil
 				}
@@ -399,7 +400,7 @@ func cmdClientKill(c *conn, args [][]byte) error {
 	killed, self := 0, false
 	for _, o := range c.srv.connections() {
 		if (id != 0 && o.id != id) || (addr != "" && o.addr != addr) || (laddr != "" && o.laddr != laddr) ||
-			(typ != "" && o.clientType() != typ) || (o == c && skipMe) {
+			(typ != "" && o.clientType() != typ) || (user != "" && o.nameOfUser() != user) || (o == c && skipMe) {
 			continue
 		}
 		if o == c {

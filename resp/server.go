@@ -27,9 +27,22 @@ type Config struct {
 	// RequirePass, if set, is the password of the default user: clients
 	// must AUTH (or HELLO AUTH) before other commands. Default: none.
 	RequirePass string
+	// ACL, if set, holds the users (LoadACLFile); RequirePass, if also
+	// set, replaces the default user's passwords. Default: the default
+	// user alone, with every command and channel.
+	ACL *ACL
 	// MaxClients is how many connections may be open at once; one more is
 	// refused with "ERR max number of clients reached". Default 10000.
 	MaxClients int
+	// MaxClientsPerIP is how many connections one IP address may have open
+	// at once; one more is refused with "ERR max number of clients from
+	// this IP reached". Default 0: no limit.
+	MaxClientsPerIP int
+	// MaxRequestRate is how many commands per second one connection may
+	// send, on average (a token bucket holding one second's worth);
+	// commands beyond it are refused, not run, with "ERR max request rate
+	// exceeded". Default 0: no limit.
+	MaxRequestRate float64
 	// ProtoMaxBulkLen is the largest bulk string a client may send; a larger
 	// length closes the connection with "Protocol error: invalid bulk
 	// length". Default 8 MiB.
@@ -82,11 +95,13 @@ func (c Config) withDefaults() Config {
 // Server serves the Redis protocol: each connection becomes a broker client.
 type Server struct {
 	cfg     Config
+	acl     *ACL
 	broker  *broker.Broker
 	started time.Time
 
 	mu        sync.Mutex
 	conns     map[uint64]*conn
+	perIP     map[string]int // open connections by remote IP
 	listeners map[net.Listener]struct{}
 	closing   bool
 	wg        sync.WaitGroup // one per connection
@@ -99,11 +114,20 @@ type Server struct {
 
 // New returns a server for b.
 func New(b *broker.Broker, cfg Config) *Server {
+	cfg = cfg.withDefaults()
+	acl := cfg.ACL
+	if acl == nil {
+		acl = newACL(cfg.RequirePass)
+	} else if cfg.RequirePass != "" {
+		acl.SetDefaultPassword(cfg.RequirePass)
+	}
 	return &Server{
-		cfg:       cfg.withDefaults(),
+		cfg:       cfg,
+		acl:       acl,
 		broker:    b,
 		started:   time.Now(),
 		conns:     make(map[uint64]*conn),
+		perIP:     make(map[string]int),
 		listeners: make(map[net.Listener]struct{}),
 	}
 }
@@ -159,20 +183,30 @@ func (s *Server) Serve(ln net.Listener) error {
 // admit registers a new connection and starts serving it, or refuses it
 // when the server is full or closing.
 func (s *Server) admit(nc net.Conn) bool {
+	ip := remoteIP(nc)
 	s.mu.Lock()
-	if s.closing || len(s.conns) >= s.cfg.MaxClients {
-		closing := s.closing
+	refusal := ""
+	switch {
+	case s.closing:
+	case len(s.conns) >= s.cfg.MaxClients:
+		refusal = "-ERR max number of clients reached\r\n"
+	case s.cfg.MaxClientsPerIP > 0 && s.perIP[ip] >= s.cfg.MaxClientsPerIP:
+		refusal = "-ERR max number of clients from this IP reached\r\n"
+	}
+	if s.closing || refusal != "" {
 		s.mu.Unlock()
 		s.rejected.Add(1)
-		if !closing {
+		if refusal != "" {
 			nc.SetWriteDeadline(time.Now().Add(time.Second))
-			nc.Write([]byte("-ERR max number of clients reached\r\n"))
+			nc.Write([]byte(refusal))
 		}
 		nc.Close()
 		return false
 	}
 	c := newConn(s, nc)
+	c.ip = ip
 	s.conns[c.id] = c
+	s.perIP[ip]++
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go c.serve()
@@ -182,6 +216,9 @@ func (s *Server) admit(nc net.Conn) bool {
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c.id)
+	if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
+		delete(s.perIP, c.ip)
+	}
 	s.mu.Unlock()
 	s.wg.Done()
 }
@@ -237,6 +274,16 @@ func (s *Server) NumConns() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.conns)
+}
+
+// remoteIP returns the IP address of a connection's peer (its whole remote
+// address when that has no port).
+func remoteIP(nc net.Conn) string {
+	addr := nc.RemoteAddr().String()
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
 }
 
 func isTemporaryAcceptError(err error) bool {

@@ -45,6 +45,18 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	g, ok := s.authorize(w, r)
+	if !ok || !s.checkSubs(w, g, subs) {
+		return
+	}
+	release, ok := s.admit(w, r)
+	if !ok {
+		return
+	}
+	defer release()
+	if g != nil && !g.expires.IsZero() {
+		wait = min(wait, max(time.Until(g.expires), 0))
+	}
 	sctx, stop := s.streamContext(r)
 	defer stop()
 	ctx, cancel := context.WithTimeout(sctx, wait)

@@ -28,6 +28,14 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, "bad_request", "POST /publish/{channel}: the channel is missing")
 		return
 	}
+	g, ok := s.authorize(w, r)
+	if !ok {
+		return
+	}
+	if !g.canPublish(channel) {
+		writeJSONError(w, http.StatusForbidden, "forbidden", "the token does not grant publishing to "+strconv.Quote(channel))
+		return
+	}
 	limit := int64(s.broker.Config().MaxPayload)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var tooBig *http.MaxBytesError
@@ -48,6 +56,8 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", "1")
 		case "too_large":
 			status = http.StatusRequestEntityTooLarge
+		case "bad_request":
+			status = http.StatusBadRequest
 		}
 		writeJSONError(w, status, errorCode(err), err.Error())
 		return
@@ -88,6 +98,8 @@ func errorCode(err error) string {
 		return "timeout"
 	case errors.Is(err, broker.ErrPayloadTooLarge):
 		return "too_large"
+	case errors.Is(err, broker.ErrChannelTooLong):
+		return "bad_request"
 	}
 	return "internal"
 }

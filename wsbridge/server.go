@@ -24,6 +24,7 @@ const (
 	DefaultPollTimeout      = 25 * time.Second
 	DefaultMaxPollEvents    = 1000
 	DefaultMaxSubscriptions = 1000
+	DefaultMaxConnections   = 10000
 )
 
 // Config configures a Server. The zero value of each field means its
@@ -49,6 +50,20 @@ type Config struct {
 	// MaxSubscriptions is how many channels and patterns one connection
 	// may subscribe to. Default 1000.
 	MaxSubscriptions int
+	// Tokens, if set, makes /ws, /sse, /poll and POST /publish require a
+	// JWT (see TokenConfig). Default nil: anonymous access.
+	Tokens *TokenConfig
+	// MaxConnections is how many WebSocket, SSE and long-poll connections
+	// may be open at once; one more is refused with 503. Default 10000.
+	MaxConnections int
+	// MaxConnectionsPerIP is how many of them one IP address may have open;
+	// one more is refused with 429. Default 0: no limit.
+	MaxConnectionsPerIP int
+	// MaxRequestRate is how many requests per second a WebSocket
+	// connection may send, on average (a token bucket holding one second's
+	// worth); a connection over it is closed with 4004. Default 0: no
+	// limit.
+	MaxRequestRate float64
 	// PingInterval is how often a WebSocket peer is pinged; one that does
 	// not answer within PongTimeout is disconnected. Defaults 25s, 10s.
 	PingInterval time.Duration
@@ -75,6 +90,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxSubscriptions <= 0 {
 		c.MaxSubscriptions = DefaultMaxSubscriptions
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = DefaultMaxConnections
 	}
 	if c.PingInterval <= 0 {
 		c.PingInterval = DefaultPingInterval
@@ -115,16 +133,26 @@ type Server struct {
 
 	// Open connections by transport, for Stats.
 	numWS, numSSE, numPoll atomic.Int64
+	tokens                 *tokenAuth // nil: anonymous access
 
 	mu      sync.Mutex
+	open    int            // WebSocket, SSE and long-poll connections
+	perIP   map[string]int // the same, by remote IP
 	ws      map[*wsConn]struct{}
 	closing bool          // Shutdown has begun
 	wsGone  chan struct{} // closed when closing and no WebSocket connection is left
 }
 
-// New returns a server for b.
+// New returns a server for b. It panics if cfg.Tokens is invalid: check it
+// first with TokenConfig.Validate.
 func New(b *broker.Broker, cfg Config) *Server {
-	s := &Server{cfg: cfg.withDefaults(), broker: b, ws: map[*wsConn]struct{}{}, wsGone: make(chan struct{})}
+	s := &Server{cfg: cfg.withDefaults(), broker: b, ws: map[*wsConn]struct{}{}, perIP: map[string]int{}, wsGone: make(chan struct{})}
+	if cfg.Tokens != nil {
+		var err error
+		if s.tokens, err = newTokenAuth(cfg.Tokens); err != nil {
+			panic("wsbridge: " + err.Error())
+		}
+	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	s.streamCtx, s.endStreams = context.WithCancel(context.Background())
 	mux := http.NewServeMux()

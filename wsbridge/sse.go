@@ -2,6 +2,7 @@ package wsbridge
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -37,11 +38,27 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	g, ok := s.authorize(w, r)
+	if !ok || !s.checkSubs(w, g, subs) {
+		return
+	}
+	release, ok := s.admit(w, r)
+	if !ok {
+		return
+	}
+	defer release()
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
 		applyLastEventID(subs, id)
 	}
 	ctx, stop := s.streamContext(r)
 	defer stop()
+	if g != nil && !g.expires.IsZero() {
+		// The stream ends when the token expires; the browser needs a
+		// new URL, with a fresh token, to go on.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, g.expires)
+		defer cancel()
+	}
 	cl := s.broker.NewClient(sseFormat{})
 	defer cl.Close()
 	out := cl.Outbox()

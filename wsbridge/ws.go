@@ -31,6 +31,12 @@ const (
 	// CloseTooManySubscriptions closes a connection that asked for more
 	// subscriptions than Config.MaxSubscriptions.
 	CloseTooManySubscriptions websocket.StatusCode = 4002
+	// CloseTokenExpired closes a connection when its token's "exp" passes:
+	// reconnect with a fresh token, and resume.
+	CloseTokenExpired websocket.StatusCode = 4003
+	// CloseRateLimited closes a connection that sent requests faster than
+	// Config.MaxRequestRate.
+	CloseRateLimited websocket.StatusCode = 4004
 )
 
 // request is a client's message: one JSON object per WebSocket text frame.
@@ -58,6 +64,9 @@ type wsConn struct {
 	stop context.CancelFunc
 	subs int // subscriptions held (channels and patterns)
 
+	grant   *grant              // what the token allows; nil: anonymous
+	limiter *broker.RateLimiter // Config.MaxRequestRate; nil: none
+
 	closeOnce sync.Once
 	closing   atomic.Pointer[closeRequest] // set by closeWith
 
@@ -69,8 +78,12 @@ type wsConn struct {
 	queue   []*request
 
 	pinger *time.Timer
+	expiry *time.Timer // the token's expiry; nil without one
 	remote string
-	raw    net.Conn // under c: the writer sets its write deadline
+	// release gives back the connection's place under the HTTP
+	// connection limits.
+	release func()
+	raw     net.Conn // under c: the writer sets its write deadline
 
 	// The writer: a goroutine that runs while the outbox has frames.
 	wmu      sync.Mutex
@@ -96,6 +109,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	g, ok := s.authorize(w, r)
+	if !ok || !s.checkSubs(w, g, subs) {
+		return
+	}
+	release, ok := s.admit(w, r)
+	if !ok {
+		return
+	}
 	hj := &smallBuffers{ResponseWriter: w}
 	c, err := websocket.Accept(hj, r, &websocket.AcceptOptions{
 		OriginPatterns:     s.cfg.AllowedOrigins,
@@ -104,11 +125,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Accept has written the response (403 for a foreign origin).
 		s.cfg.Logger.Debug("websocket handshake refused", "remote", r.RemoteAddr, "err", err)
+		release()
 		return
 	}
 	c.SetReadLimit(s.readLimit())
 	ctx, stop := context.WithCancel(s.baseCtx)
-	conn := &wsConn{s: s, c: c, raw: hj.conn, ctx: ctx, stop: stop}
+	conn := &wsConn{s: s, c: c, raw: hj.conn, ctx: ctx, stop: stop, release: release,
+		grant: g, limiter: broker.NewRateLimiter(s.cfg.MaxRequestRate, 0)}
 	conn.cl = s.broker.NewClient(jsonFormat{})
 	conn.cl.OnFail(conn.dropIfSlow)
 	conn.out = conn.cl.Outbox()
@@ -129,6 +152,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 // something to send (see kick).
 func (c *wsConn) serve(subs []subRequest) {
 	c.pinger = time.AfterFunc(c.s.cfg.PingInterval, c.ping)
+	if c.grant != nil && !c.grant.expires.IsZero() {
+		c.expiry = time.AfterFunc(time.Until(c.grant.expires), c.expire)
+	}
 	for _, sub := range subs {
 		req := &request{Op: "subscribe", Channel: sub.channel, Epoch: sub.from.Epoch}
 		if sub.resume {
@@ -166,8 +192,12 @@ func (c *wsConn) finish() {
 	c.c.CloseNow() // ends a write in progress: writes do not watch ctx
 	c.stopWriter()
 	c.pinger.Stop()
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
 	c.cl.Close()
 	c.s.track(c, false)
+	c.release()
 	c.s.numWS.Add(-1)
 	c.s.cfg.Logger.Debug("websocket disconnected", "client", c.cl.ID(), "remote", c.remote)
 }
@@ -177,6 +207,11 @@ func (c *wsConn) finish() {
 func (c *wsConn) readOne() bool {
 	typ, data, err := c.c.Read(c.ctx)
 	if err != nil {
+		return false
+	}
+	if !c.limiter.Allow(time.Now()) {
+		c.s.cfg.Logger.Info("websocket client disconnected: request rate", "client", c.cl.ID())
+		c.closeWith(CloseRateLimited, "request rate exceeded")
 		return false
 	}
 	if typ != websocket.MessageText {
@@ -258,6 +293,10 @@ func (c *wsConn) work(cu *broker.CatchUp) {
 func (c *wsConn) handle(req *request) (*broker.CatchUp, error) {
 	switch req.Op {
 	case "subscribe":
+		if code, reason := c.refuseSubscribe(req); code != "" {
+			c.replyError(req.ID, code, reason)
+			return nil, nil
+		}
 		switch {
 		case req.Channel != "" && req.Pattern == "":
 			var from broker.Position
@@ -348,6 +387,34 @@ func (c *wsConn) subscribe(id json.RawMessage, k broker.Kind, name string, from 
 
 var errTooManySubscriptions = errors.New("too many subscriptions")
 
+// refuseSubscribe returns the error code and message that refuse a
+// subscribe request, or "": neither or both of channel and pattern
+// (bad_request), a name over the length limit (bad_request), or one the
+// token does not grant (forbidden).
+func (c *wsConn) refuseSubscribe(req *request) (code, msg string) {
+	name, pattern := req.Channel, false
+	if req.Pattern != "" {
+		name, pattern = req.Pattern, true
+	}
+	if (req.Channel == "") == (req.Pattern == "") {
+		return "bad_request", "subscribe needs one of channel or pattern"
+	}
+	if err := c.s.broker.CheckChannel(name); err != nil {
+		return "bad_request", err.Error()
+	}
+	if !c.grant.canSubscribe(name, pattern) {
+		return "forbidden", "the token does not grant " + strconv.Quote(name)
+	}
+	return "", ""
+}
+
+// expire closes the connection when its token expires.
+func (c *wsConn) expire() {
+	c.s.cfg.Logger.Info("websocket client disconnected: token expired", "client", c.cl.ID())
+	c.cl.UnsubscribeAll()
+	c.closeWith(CloseTokenExpired, "token expired")
+}
+
 func (c *wsConn) publish(req *request) {
 	if !c.s.cfg.AllowBrowserPublish {
 		c.replyError(req.ID, "forbidden", "publishing over WebSocket is disabled on this server")
@@ -355,6 +422,10 @@ func (c *wsConn) publish(req *request) {
 	}
 	if req.Channel == "" {
 		c.replyError(req.ID, "bad_request", "publish needs a channel")
+		return
+	}
+	if !c.grant.canPublish(req.Channel) {
+		c.replyError(req.ID, "forbidden", "the token does not grant publishing to "+strconv.Quote(req.Channel))
 		return
 	}
 	payload := []byte(req.Data)

@@ -53,6 +53,8 @@ type config struct {
 	pprofAddr string
 
 	configFiles []string // --config, in order
+
+	security securityConfig // security.go
 }
 
 // flagGroups orders --help; every flag belongs to one group.
@@ -67,6 +69,7 @@ var flagGroups = []struct {
 	{"Retention", []string{"retain", "channel-idle-ttl"}},
 	{"Limits", []string{"max-clients", "max-payload", "proto-max-bulk-len", "client-query-buffer-limit",
 		"outbox-hard-limit", "outbox-soft-limit", "outbox-soft-duration", "outbox-max-messages"}},
+	{"Security", securityFlags},
 	{"Logging", []string{"log-level", "log-format", "version"}},
 	{"Debugging", []string{"pprof-addr"}},
 }
@@ -132,6 +135,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 		}
 		return nil
 	})
+	addSecurityFlags(fs, &c.security)
 	fs.Usage = func() { usage(fs, out) }
 	return fs
 }
@@ -197,6 +201,9 @@ func parseConfig(args []string, env func(string) string, out io.Writer) (*config
 	}
 	if c.join != "" && len(c.peers) > 0 {
 		return nil, errors.New("--join and --peers exclude each other: bootstrap with --peers, or join an existing cluster")
+	}
+	if err := c.security.check(); err != nil {
+		return nil, err
 	}
 	if int64(c.maxPayload) > int64(c.protoMaxBulkLen) {
 		c.protoMaxBulkLen = c.maxPayload

@@ -73,8 +73,25 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 // loglevel changes.
 func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.LevelVar) error {
 	m := newMetrics()
+	sec := &cfg.security
+	acl, err := sec.acl(cfg.requirePass)
+	if err != nil {
+		return err
+	}
+	tokens, err := sec.tokens()
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := sec.tlsConfigs()
+	if err != nil {
+		return err
+	}
+	if tlsCfg.resp != nil && tlsCfg.raft == nil {
+		logger.Warn("Raft traffic is not encrypted: give --tls-ca-cert-file for mutual TLS between nodes")
+	}
 	b := broker.New(broker.Config{
-		MaxPayload: int(cfg.maxPayload),
+		MaxPayload:    int(cfg.maxPayload),
+		MaxChannelLen: sec.maxChannelLen,
 		Outbox: broker.OutboxLimits{
 			HardBytes:    int(cfg.outboxHard),
 			SoftBytes:    int(cfg.outboxSoft),
@@ -99,6 +116,7 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.Le
 		ElectionTimeout: cfg.electionTimeout,
 		ObserveCommit:   m.observeCommit,
 		ObserveApply:    m.observeApply,
+		TLS:             tlsCfg.raft,
 		Logger:          logger,
 	}, b)
 	if err != nil {
@@ -107,13 +125,16 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.Le
 	defer store.Close()
 	b.SetLog(store)
 
-	respLn, err := net.Listen("tcp", cfg.respAddr)
+	respLn, err := listen(cfg.respAddr, tlsCfg.resp)
 	if err != nil {
 		return fmt.Errorf("listen for RESP: %w", err)
 	}
 	rs := resp.New(b, resp.Config{
 		RequirePass:     cfg.requirePass,
+		ACL:             acl,
 		MaxClients:      cfg.maxClients,
+		MaxClientsPerIP: sec.maxClientsPerIP,
+		MaxRequestRate:  sec.maxRequestRate,
 		ProtoMaxBulkLen: int(cfg.protoMaxBulkLen),
 		MaxQueryBuffer:  int(cfg.queryBufLimit),
 		Cluster:         clusterAdapter{store},
@@ -125,7 +146,7 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.Le
 		},
 		Logger: logger.With("server", "resp"),
 	})
-	httpLn, err := net.Listen("tcp", cfg.httpAddr)
+	httpLn, err := listen(cfg.httpAddr, tlsCfg.http)
 	if err != nil {
 		respLn.Close()
 		return fmt.Errorf("listen for HTTP: %w", err)
@@ -136,6 +157,10 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.Le
 		AllowAnyOrigin:      cfg.allowAnyOrigin,
 		AllowBrowserPublish: cfg.allowBrowserPublish,
 		MaxSubscriptions:    cfg.maxSubscriptions,
+		Tokens:              tokens,
+		MaxConnections:      sec.maxHTTPConns,
+		MaxConnectionsPerIP: sec.maxClientsPerIP,
+		MaxRequestRate:      sec.maxRequestRate,
 		PingInterval:        cfg.pingInterval,
 		PollTimeout:         cfg.pollTimeout,
 		Metrics:             m.handler(),
