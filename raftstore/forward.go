@@ -83,13 +83,14 @@ func readFrame(r *bufio.Reader) ([]byte, error) {
 
 // fwdClient makes forward calls, keeping one connection per target.
 type fwdClient struct {
+	from        net.IP // source IP of its connections; nil: any
 	dialTimeout time.Duration
 	mu          sync.Mutex
 	conns       map[string]*fwdConn
 }
 
-func newFwdClient(dialTimeout time.Duration) *fwdClient {
-	return &fwdClient{dialTimeout: dialTimeout, conns: make(map[string]*fwdConn)}
+func newFwdClient(from net.IP, dialTimeout time.Duration) *fwdClient {
+	return &fwdClient{from: from, dialTimeout: dialTimeout, conns: make(map[string]*fwdConn)}
 }
 
 // call sends a request to addr and waits for its response. An error that
@@ -110,7 +111,7 @@ func (c *fwdClient) conn(ctx context.Context, addr string) (*fwdConn, error) {
 	if fc != nil {
 		return fc, nil
 	}
-	nc, err := dialStream(ctx, addr, streamForward, c.dialTimeout)
+	nc, err := dialStream(ctx, c.from, addr, streamForward, c.dialTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial %s: %v", errNotSent, addr, err)
 	}

@@ -209,7 +209,7 @@ func (s *Store) open(b *broker.Broker) error {
 		}
 	}
 	s.cfg.RaftAddr = ln.Addr().String()
-	s.fwd = newFwdClient(cfg.ElectionTimeout)
+	s.fwd = newFwdClient(sourceIP(ln.Addr()), cfg.ElectionTimeout)
 	s.mux = newMux(ln, func(c net.Conn) { serveForward(s.ctx, c, s.handleForward) }, s.logger)
 	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  raftLayer{s.mux},
@@ -436,7 +436,7 @@ func (s *Store) Sync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommitTimeout)
 	defer cancel()
 	for {
-		leaderAddr, leaderID := s.raft.LeaderWithID()
+		leaderAddr, leaderID := s.leader()
 		var idx uint64
 		var err error
 		switch {
@@ -471,6 +471,25 @@ func (s *Store) AppliedIndex() uint64 { return s.fsm.appliedIndex.Load() }
 // WaitApplied waits until this node has applied index.
 func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
 	return s.fsm.waitApplied(ctx, index)
+}
+
+// leader returns the leader this node knows of, with the address the
+// cluster configuration has for it: the address members were given to reach
+// it (--peers, --join, HERALD.CLUSTER ADD). Raft's own idea of the leader's
+// address is the address the leader listens on, which is the wrong one to
+// dial when it listens on all interfaces (0.0.0.0) or is reached through a
+// proxy or a NAT. Empty when no leader is known.
+func (s *Store) leader() (raft.ServerAddress, raft.ServerID) {
+	addr, id := s.raft.LeaderWithID()
+	if id == "" {
+		return addr, id
+	}
+	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
+		if srv.ID == id {
+			return srv.Address, id
+		}
+	}
+	return addr, id
 }
 
 // Addr returns the address Raft listens on.
