@@ -143,6 +143,7 @@ type Store struct {
 	fwd       *fwdClient
 
 	queue      chan *request
+	raftUp     chan struct{} // closed once raft is set: forward calls wait for it
 	leaderWait notifier
 	observer   *raft.Observer
 	stop       chan struct{}
@@ -168,6 +169,7 @@ func Open(cfg Config, b *broker.Broker) (*Store, error) {
 		cfg:    cfg,
 		logger: cfg.Logger.With("node", cfg.NodeID),
 		queue:  make(chan *request, 1024),
+		raftUp: make(chan struct{}),
 		stop:   make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -208,9 +210,7 @@ func (s *Store) open(b *broker.Broker) error {
 			return fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
 		}
 	}
-	s.cfg.RaftAddr = ln.Addr().String()
-	s.fwd = newFwdClient(sourceIP(ln.Addr()), cfg.ElectionTimeout)
-	s.mux = newMux(ln, func(c net.Conn) { serveForward(s.ctx, c, s.handleForward) }, s.logger)
+	s.listen(ln)
 	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  raftLayer{s.mux},
 		MaxPool: 3,
@@ -249,6 +249,7 @@ func (s *Store) open(b *broker.Broker) error {
 		return ok
 	})
 	s.raft.RegisterObserver(s.observer)
+	close(s.raftUp)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -266,6 +267,29 @@ func (s *Store) open(b *broker.Broker) error {
 		go s.join()
 	}
 	return nil
+}
+
+// listen takes node-to-node connections on ln. Raft streams queue until
+// Raft starts taking them.
+func (s *Store) listen(ln net.Listener) {
+	s.cfg.RaftAddr = ln.Addr().String()
+	s.fwd = newFwdClient(sourceIP(ln.Addr()), s.cfg.ElectionTimeout)
+	s.mux = newMux(ln, s.serveForwardConn, s.logger)
+}
+
+// serveForwardConn serves forward calls on c once Raft has started. Peers
+// call as soon as the port is open, and a node restarting after a crash is
+// often called at once: its peers may still take it for the leader. Opening
+// Raft (reading the log, restoring a snapshot) takes a while; until it is
+// done, calls wait, bounded by the caller's timeout.
+func (s *Store) serveForwardConn(c net.Conn) {
+	select {
+	case <-s.raftUp:
+	case <-s.ctx.Done():
+		c.Close()
+		return
+	}
+	serveForward(s.ctx, c, s.handleForward)
 }
 
 // bootstrap writes the initial cluster configuration of a node without

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"strconv"
@@ -160,4 +161,36 @@ func TestForwardToConfiguredAddress(t *testing.T) {
 		t.Fatalf("the follower's forward call did not go through the leader's configured address %s", c.peers[l].Addr)
 	}
 	c.waitConverged()
+}
+
+// TestForwardBeforeRaftStarts reproduces a crash the chaos test found
+// (herald-chaos, seed 20261122): a node restarted after kill -9 opens its
+// Raft port before Raft has started, and its peers, some still taking it for
+// the leader, call it at once. The forward handler then used the store's
+// *raft.Raft before it was set, and the node died of a nil pointer
+// dereference. Here the port is open and Raft never starts: a call must
+// wait (until the caller gives up), not crash the node.
+func TestForwardBeforeRaftStarts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Store{cfg: Config{}.withDefaults(), raftUp: make(chan struct{})}
+	s.logger = s.cfg.Logger
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.listen(ln) // as Open does, before it starts Raft
+	defer func() {
+		s.cancel()
+		s.closeResources()
+	}()
+	c := newFwdClient(nil, time.Second)
+	defer c.close()
+	for _, typ := range []byte{fwdApply, fwdReadIndex} {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		_, err := c.call(ctx, ln.Addr().String(), typ, []byte{0})
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("forward call %d before Raft started: %v, want it to wait until the caller's deadline", typ, err)
+		}
+	}
 }
