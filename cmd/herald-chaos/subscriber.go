@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -134,7 +135,7 @@ func (s *subscriber) onResume(node int, ch string, recovered bool, epoch, from, 
 }
 
 // errNotRecovered ends a session whose resume could not fill the gap.
-var errNotRecovered = fmt.Errorf("resume not recovered")
+var errNotRecovered = errors.New("resume not recovered")
 
 // runRESP is one HERALD.SUBSCRIBE session on node. It returns nil when the
 // session was established and later cut off.
