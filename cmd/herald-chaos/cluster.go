@@ -36,6 +36,10 @@ type node struct {
 	done   chan struct{} // closed when the process has exited
 	paused bool
 	starts int
+	// stopping is set while the harness kills the process; an exit
+	// without it is unexpected, and recorded.
+	stopping   bool
+	unexpected []string
 }
 
 // cluster is three herald processes behind fault proxies.
@@ -145,11 +149,16 @@ func (c *cluster) start(i int) error {
 	}
 	done := make(chan struct{})
 	go func() {
-		cmd.Wait()
+		err := cmd.Wait()
 		logf.Close()
+		nd.mu.Lock()
+		if !nd.stopping {
+			nd.unexpected = append(nd.unexpected, fmt.Sprintf("start %d exited by itself at %s: %v", nd.starts, time.Now().Format(time.RFC3339Nano), err))
+		}
+		nd.mu.Unlock()
 		close(done)
 	}()
-	nd.cmd, nd.done, nd.paused = cmd, done, false
+	nd.cmd, nd.done, nd.paused, nd.stopping = cmd, done, false, false
 	return nil
 }
 
@@ -206,6 +215,7 @@ func (c *cluster) kill(i int, sig syscall.Signal, grace time.Duration) error {
 	nd := c.nodes[i]
 	nd.mu.Lock()
 	cmd, done, paused := nd.cmd, nd.done, nd.paused
+	nd.stopping = true
 	nd.mu.Unlock()
 	if cmd == nil {
 		return nil

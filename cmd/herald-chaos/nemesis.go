@@ -92,6 +92,14 @@ func (n *nemesis) run(ctx context.Context) {
 func (n *nemesis) inject(ctx context.Context, kind string, hold time.Duration, mode cutMode, pick int) {
 	c := n.c
 	rec := faultRecord{Kind: kind, StartS: n.since()}
+	for i := range c.nodes {
+		if !c.running(i) {
+			// It died by itself (the summary reports it): bring it back,
+			// so the faults keep meeting a whole cluster.
+			n.logger.Warn("node found down; restarting it", "node", nodeName(i))
+			n.restart(i)
+		}
+	}
 	leader := c.leader()
 	if leader < 0 {
 		leader = pick % len(c.nodes)

@@ -192,10 +192,15 @@ func run(ctx context.Context, o options) (*summary, error) {
 	return sum, nil
 }
 
-// scanLogs reports what the nodes themselves found wrong: a data race
-// (under -race), a panic, a fatal error.
+// scanLogs reports what went wrong inside the nodes: an exit the harness
+// did not cause, a data race (under -race), a panic, a fatal error.
 func scanLogs(rep *report, c *cluster) {
 	for i, nd := range c.nodes {
+		nd.mu.Lock()
+		for _, u := range nd.unexpected {
+			rep.add("node-exit", "", nodeName(i), "%s (see %s)", u, nd.logPath)
+		}
+		nd.mu.Unlock()
 		b, err := os.ReadFile(nd.logPath)
 		if err != nil {
 			rep.add("node-log", "", nodeName(i), "cannot read %s: %v", nd.logPath, err)
