@@ -33,7 +33,7 @@ type Node struct {
 
 // Status describes the cluster as this node sees it.
 func (s *Store) Status() Status {
-	addr, id := s.raft.LeaderWithID()
+	addr, id := s.leader()
 	st := Status{
 		NodeID:       s.cfg.NodeID,
 		State:        s.raft.State().String(),
@@ -78,7 +78,7 @@ func (s *Store) changeMembership(ctx context.Context, id, addr string, voter, re
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommitTimeout)
 	defer cancel()
 	for {
-		leaderAddr, leaderID := s.raft.LeaderWithID()
+		leaderAddr, leaderID := s.leader()
 		var err error
 		switch {
 		case leaderID == raft.ServerID(s.cfg.NodeID) && s.raft.State() == raft.Leader:
@@ -153,7 +153,7 @@ const readyLag = 1024
 func (s *Store) Ready() error { return s.ready(readyLag) }
 
 func (s *Store) ready(lag uint64) error {
-	if addr, _ := s.raft.LeaderWithID(); addr == "" {
+	if addr, _ := s.leader(); addr == "" {
 		return errors.New("no leader")
 	}
 	if applied, commit := s.raft.AppliedIndex(), s.raft.CommitIndex(); applied+lag < commit {

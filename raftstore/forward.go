@@ -84,14 +84,15 @@ func readFrame(r *bufio.Reader) ([]byte, error) {
 
 // fwdClient makes forward calls, keeping one connection per target.
 type fwdClient struct {
+	from        net.IP // source IP of its connections; nil: any
 	dialTimeout time.Duration
 	tls         *tls.Config // nil: plain TCP
 	mu          sync.Mutex
 	conns       map[string]*fwdConn
 }
 
-func newFwdClient(dialTimeout time.Duration, tlsCfg *tls.Config) *fwdClient {
-	return &fwdClient{dialTimeout: dialTimeout, tls: tlsCfg, conns: make(map[string]*fwdConn)}
+func newFwdClient(from net.IP, dialTimeout time.Duration, tlsCfg *tls.Config) *fwdClient {
+	return &fwdClient{from: from, dialTimeout: dialTimeout, tls: tlsCfg, conns: make(map[string]*fwdConn)}
 }
 
 // call sends a request to addr and waits for its response. An error that
@@ -112,7 +113,7 @@ func (c *fwdClient) conn(ctx context.Context, addr string) (*fwdConn, error) {
 	if fc != nil {
 		return fc, nil
 	}
-	nc, err := dialStream(ctx, addr, streamForward, c.dialTimeout, c.tls)
+	nc, err := dialStream(ctx, c.from, addr, streamForward, c.dialTimeout, c.tls)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial %s: %v", errNotSent, addr, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Pebble tuning for one database that holds a Raft log, Raft's stable store
@@ -32,6 +33,12 @@ const (
 // lines go to logger (a nil logger discards them). The caller owns the
 // returned database and must Close it.
 func openPebble(dir string, logger *slog.Logger) (*pebble.DB, error) {
+	return openPebbleFS(dir, vfs.Default, logger)
+}
+
+// openPebbleFS is openPebble on the file system fs (tests use one that can
+// simulate a power loss).
+func openPebbleFS(dir string, fs vfs.FS, logger *slog.Logger) (*pebble.DB, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -47,6 +54,7 @@ func openPebble(dir string, logger *slog.Logger) (*pebble.DB, error) {
 			return pebbleMinCompactions, pebbleMaxCompactions
 		},
 		Logger: &pebbleLogger{log: logger, exit: os.Exit},
+		FS:     fs,
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {

@@ -113,7 +113,7 @@ func finish(batch []*request, receipts []broker.Receipt, err error) {
 // then).
 func (s *Store) propose(ctx context.Context, data []byte) (res *applyResult, local bool, err error) {
 	for {
-		leaderAddr, leaderID := s.raft.LeaderWithID()
+		leaderAddr, leaderID := s.leader()
 		switch {
 		case leaderID == raft.ServerID(s.cfg.NodeID) && s.raft.State() == raft.Leader:
 			res, err = s.applyAsLeader(ctx, data)
@@ -192,7 +192,7 @@ func (s *Store) waitLeaderChange(ctx context.Context, was raft.ServerAddress) er
 	defer t.Stop()
 	for {
 		ch := s.leaderWait.wait()
-		if addr, _ := s.raft.LeaderWithID(); addr != "" && addr != was {
+		if addr, _ := s.leader(); addr != "" && addr != was {
 			return nil
 		}
 		select {
@@ -200,7 +200,7 @@ func (s *Store) waitLeaderChange(ctx context.Context, was raft.ServerAddress) er
 		case <-t.C:
 			// A leader re-elected at the same address, or observations
 			// missed: look again.
-			if addr, _ := s.raft.LeaderWithID(); addr != "" {
+			if addr, _ := s.leader(); addr != "" {
 				return nil
 			}
 		case <-ctx.Done():

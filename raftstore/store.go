@@ -159,6 +159,7 @@ type Store struct {
 	fwd       *fwdClient
 
 	queue      chan *request
+	raftUp     chan struct{} // closed once raft is set: forward calls wait for it
 	leaderWait notifier
 	observer   *raft.Observer
 	stop       chan struct{}
@@ -184,6 +185,7 @@ func Open(cfg Config, b *broker.Broker) (*Store, error) {
 		cfg:    cfg,
 		logger: cfg.Logger.With("node", cfg.NodeID),
 		queue:  make(chan *request, 1024),
+		raftUp: make(chan struct{}),
 		stop:   make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -225,9 +227,7 @@ func (s *Store) open(b *broker.Broker) error {
 			return fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
 		}
 	}
-	s.cfg.RaftAddr = ln.Addr().String()
-	s.fwd = newFwdClient(cfg.ElectionTimeout, cfg.TLS)
-	s.mux = newMux(ln, func(c net.Conn) { serveForward(s.ctx, c, s.handleForward) }, cfg.TLS, s.logger)
+	s.listen(ln)
 	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  raftLayer{s.mux},
 		MaxPool: 3,
@@ -266,6 +266,7 @@ func (s *Store) open(b *broker.Broker) error {
 		return ok
 	})
 	s.raft.RegisterObserver(s.observer)
+	close(s.raftUp)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -283,6 +284,29 @@ func (s *Store) open(b *broker.Broker) error {
 		go s.join()
 	}
 	return nil
+}
+
+// listen takes node-to-node connections on ln. Raft streams queue until
+// Raft starts taking them.
+func (s *Store) listen(ln net.Listener) {
+	s.cfg.RaftAddr = ln.Addr().String()
+	s.fwd = newFwdClient(sourceIP(ln.Addr()), s.cfg.ElectionTimeout, s.cfg.TLS)
+	s.mux = newMux(ln, s.serveForwardConn, s.cfg.TLS, s.logger)
+}
+
+// serveForwardConn serves forward calls on c once Raft has started. Peers
+// call as soon as the port is open, and a node restarting after a crash is
+// often called at once: its peers may still take it for the leader. Opening
+// Raft (reading the log, restoring a snapshot) takes a while; until it is
+// done, calls wait, bounded by the caller's timeout.
+func (s *Store) serveForwardConn(c net.Conn) {
+	select {
+	case <-s.raftUp:
+	case <-s.ctx.Done():
+		c.Close()
+		return
+	}
+	serveForward(s.ctx, c, s.handleForward)
 }
 
 // bootstrap writes the initial cluster configuration of a node without
@@ -453,7 +477,7 @@ func (s *Store) Sync(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CommitTimeout)
 	defer cancel()
 	for {
-		leaderAddr, leaderID := s.raft.LeaderWithID()
+		leaderAddr, leaderID := s.leader()
 		var idx uint64
 		var err error
 		switch {
@@ -488,6 +512,25 @@ func (s *Store) AppliedIndex() uint64 { return s.fsm.appliedIndex.Load() }
 // WaitApplied waits until this node has applied index.
 func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
 	return s.fsm.waitApplied(ctx, index)
+}
+
+// leader returns the leader this node knows of, with the address the
+// cluster configuration has for it: the address members were given to reach
+// it (--peers, --join, HERALD.CLUSTER ADD). Raft's own idea of the leader's
+// address is the address the leader listens on, which is the wrong one to
+// dial when it listens on all interfaces (0.0.0.0) or is reached through a
+// proxy or a NAT. Empty when no leader is known.
+func (s *Store) leader() (raft.ServerAddress, raft.ServerID) {
+	addr, id := s.raft.LeaderWithID()
+	if id == "" {
+		return addr, id
+	}
+	for _, srv := range s.raft.GetConfiguration().Configuration().Servers {
+		if srv.ID == id {
+			return srv.Address, id
+		}
+	}
+	return addr, id
 }
 
 // Addr returns the address Raft listens on.

@@ -67,7 +67,7 @@ func TestClusterTLS(t *testing.T) {
 
 	// A node dialing a peer checks the peer's certificate too: a CA that
 	// did not sign the peer's certificate makes the dial fail.
-	if _, err := dialStream(ctx, addr, streamForward, time.Second, PeerTLSConfig(other.Issue(t, "x").TLS, other.Pool())); err == nil {
+	if _, err := dialStream(ctx, nil, addr, streamForward, time.Second, PeerTLSConfig(other.Issue(t, "x").TLS, other.Pool())); err == nil {
 		t.Error("dial with another CA succeeded")
 	}
 }

@@ -133,13 +133,30 @@ func (l raftLayer) Addr() net.Addr { return l.m.ln.Addr() }
 
 // Dial implements raft.StreamLayer.
 func (l raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialStream(context.Background(), string(addr), streamRaft, timeout, l.m.tls)
+	return dialStream(context.Background(), sourceIP(l.m.ln.Addr()), string(addr), streamRaft, timeout, l.m.tls)
 }
 
-// dialStream connects to a node's Raft address, over TLS when tlsCfg is
-// set, and says what the connection carries.
-func dialStream(ctx context.Context, addr string, kind byte, timeout time.Duration, tlsCfg *tls.Config) (net.Conn, error) {
+// sourceIP returns the IP a node's outgoing node-to-node connections come
+// from: the IP its Raft address listens on when that is one address, nil
+// (the kernel's choice) when it listens on all of them. On a host with
+// several addresses, peers and firewalls then see a node's traffic come
+// from the address it is known by; on one machine, nodes on 127.0.0.11,
+// 127.0.0.12, ... can be told apart by a fault-injecting proxy.
+func sourceIP(a net.Addr) net.IP {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || ta.IP == nil || ta.IP.IsUnspecified() {
+		return nil
+	}
+	return ta.IP
+}
+
+// dialStream connects to a node's Raft address from the IP from (nil: any),
+// over TLS when tlsCfg is set, and says what the connection carries.
+func dialStream(ctx context.Context, from net.IP, addr string, kind byte, timeout time.Duration, tlsCfg *tls.Config) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
+	if from != nil {
+		d.LocalAddr = &net.TCPAddr{IP: from}
+	}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
