@@ -6,27 +6,79 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 )
 
-// Buffer sizes of a WebSocket connection. net/http hands a hijacked
-// connection over with 4 KiB read and write buffers, which a connection
-// keeps for its whole life: most of an idle subscriber's memory. A
-// subscriber reads little (small JSON requests; larger frames are read
-// straight into their destination), and the writer sends each batch of
-// events as one frame, so smaller buffers cost at most one more write
-// system call for a large batch.
+// Buffers of a WebSocket connection. net/http hands a hijacked connection
+// over with 4 KiB read and write buffers, which a connection keeps for its
+// whole life: they were most of an idle subscriber's memory. A subscriber
+// reads little (small JSON requests; larger frames are read straight into
+// their destination), so its read buffer is small. Its write buffer is
+// tiny, and under it a frameWriter gathers each frame the writer sends in a
+// buffer borrowed for the write, and sends it with one system call.
 const (
 	wsReadBufferSize  = 512
-	wsWriteBufferSize = 2048
+	wsWriteBufferSize = 16 // bufio's smallest
 )
 
 // smallBuffers is the ResponseWriter a WebSocket handshake hijacks: its
-// connection comes with wsReadBufferSize and wsWriteBufferSize buffers
-// instead of net/http's. It keeps the connection, whose write deadline
-// the writer sets.
+// connection comes with the buffers above instead of net/http's. It keeps
+// the connection, whose write deadline the writer sets, and the
+// frameWriter under the write buffer.
 type smallBuffers struct {
 	http.ResponseWriter
 	conn net.Conn
+	fw   *frameWriter
+}
+
+// frameWriter is what a WebSocket connection's write buffer writes to.
+// Between hold and release (the writer sending a message) it gathers the
+// bytes in a pooled buffer and release sends them in one write; otherwise
+// (pings, pongs, close frames, which coder/websocket writes itself) bytes
+// go straight to the connection.
+type frameWriter struct {
+	conn net.Conn
+	mu   sync.Mutex
+	held bool
+	buf  *[]byte // while held
+}
+
+var frameBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// Write implements io.Writer.
+func (w *frameWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.held {
+		return w.conn.Write(p)
+	}
+	*w.buf = append(*w.buf, p...)
+	return len(p), nil
+}
+
+// hold starts gathering writes.
+func (w *frameWriter) hold() {
+	w.mu.Lock()
+	w.held = true
+	w.buf = frameBufs.Get().(*[]byte)
+	w.mu.Unlock()
+}
+
+// release sends what was gathered since hold, under the connection's
+// write deadline, and stops gathering.
+func (w *frameWriter) release() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var err error
+	if len(*w.buf) > 0 {
+		_, err = w.conn.Write(*w.buf)
+	}
+	if cap(*w.buf) <= 64<<10 { // a large message's buffer is not kept
+		*w.buf = (*w.buf)[:0]
+		frameBufs.Put(w.buf)
+	}
+	w.buf, w.held = nil, false
+	return err
 }
 
 // Hijack implements http.Hijacker.
@@ -48,5 +100,6 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	// net/http flushed the handshake's response before handing over the
 	// connection: its write buffer is empty.
-	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(conn, wsWriteBufferSize)), nil
+	w.fw = &frameWriter{conn: conn}
+	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(w.fw, wsWriteBufferSize)), nil
 }

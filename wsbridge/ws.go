@@ -83,7 +83,8 @@ type wsConn struct {
 	// release gives back the connection's place under the HTTP
 	// connection limits.
 	release func()
-	raw     net.Conn // under c: the writer sets its write deadline
+	raw     net.Conn     // under c: the writer sets its write deadline
+	fw      *frameWriter // under c's write buffer: gathers each message into one write
 
 	// The writer: a goroutine that runs while the outbox has frames.
 	wmu      sync.Mutex
@@ -130,7 +131,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.SetReadLimit(s.readLimit())
 	ctx, stop := context.WithCancel(s.baseCtx)
-	conn := &wsConn{s: s, c: c, raw: hj.conn, ctx: ctx, stop: stop, release: release,
+	conn := &wsConn{s: s, c: c, raw: hj.conn, fw: hj.fw, ctx: ctx, stop: stop, release: release,
 		grant: g, limiter: broker.NewRateLimiter(s.cfg.MaxRequestRate, 0)}
 	conn.cl = s.broker.NewClient(jsonFormat{})
 	conn.cl.OnFail(conn.dropIfSlow)
@@ -520,7 +521,11 @@ func (c *wsConn) write() {
 				out = buf.msg
 			}
 			c.raw.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+			c.fw.hold()
 			werr := c.c.Write(context.Background(), websocket.MessageText, out)
+			if rerr := c.fw.release(); werr == nil {
+				werr = rerr
+			}
 			clear(frames)
 			if werr != nil {
 				c.stop()
