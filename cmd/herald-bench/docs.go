@@ -436,7 +436,7 @@ func (r *suiteReport) markdown() string {
 	fmt.Fprintln(&b)
 	fmt.Fprintf(&b, `### How it is measured
 
-- Each run starts its servers afresh on random loopback ports (Herald with `+"`--max-clients 20000`"+`, data
+- Each run starts its servers afresh on random loopback ports (Herald with `+"`--max-clients 20000 --max-http-connections 20000`"+`, data
   on disk as above; redis-server with `+"`--save \"\" --appendonly no`"+`, so it commits nothing), and stops them after.
 - Every payload carries its publisher, a per-publisher counter and its send time. Every subscriber must receive
   every acknowledged message exactly once and in each publisher's order; Herald's WebSocket streams must also

@@ -139,7 +139,7 @@ func startHerald(ctx context.Context, bin, dir string, n int, extra []string) (*
 	for i, a := range as {
 		id := fmt.Sprintf("n%d", i+1)
 		args := []string{"--node-id", id, "--resp-addr", a.resp, "--http-addr", a.http, "--raft-addr", a.raft,
-			"--data-dir", filepath.Join(dir, id), "--max-clients", "20000", "--log-level", "warn"}
+			"--data-dir", filepath.Join(dir, id), "--max-clients", "20000", "--max-http-connections", "20000", "--log-level", "warn"}
 		if n > 1 {
 			args = append(args, "--peers", strings.Join(peers, ","))
 		}
