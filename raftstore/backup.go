@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -19,6 +20,18 @@ import (
 // applied index, with a CRC-32C. Backup writes one from a running node;
 // Restore turns one into the Raft snapshot of an empty data directory, from
 // which a node starts as if it had installed it from a leader.
+//
+// A restored state starts new epochs. The cluster the backup came from may
+// have gone on after it, numbering other messages with the sequence numbers
+// that follow the backup's; a restored channel that went on numbering in
+// the same epoch would give a (channel, epoch, sequence) two payloads. So
+// Restore places its snapshot restoreIndexGap entries after the backup's
+// index, past any index the old cluster can have reached, and gives every
+// channel that index as its epoch: a subscriber resuming from the old
+// cluster is told its epoch is gone, as after any other loss of history.
+
+// restoreIndexGap is how far past a backup's index its restore starts.
+const restoreIndexGap = 1 << 32
 
 // Backup writes a consistent copy of this node's channel state (every
 // channel's sequence, epoch and retained history, and the retention policy
@@ -111,6 +124,10 @@ func Restore(cfg RestoreConfig, r io.Reader) (uint64, error) {
 	if applied == 0 {
 		return 0, errors.New("restore: backup of an empty state")
 	}
+	if applied > math.MaxUint64-restoreIndexGap {
+		return 0, errors.New("restore: backup index out of range")
+	}
+	index := applied + restoreIndexGap
 
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return 0, fmt.Errorf("restore: %w", err)
@@ -123,11 +140,11 @@ func Restore(cfg RestoreConfig, r io.Reader) (uint64, error) {
 	defer trans.Close()
 	// The term is unknown and does not matter: the restored node starts a
 	// new history, whose log begins after this snapshot.
-	sink, err := snaps.Create(raft.SnapshotVersionMax, applied, 1, conf, applied, trans)
+	sink, err := snaps.Create(raft.SnapshotVersionMax, index, 1, conf, index, trans)
 	if err != nil {
 		return 0, fmt.Errorf("restore: create snapshot: %w", err)
 	}
-	if err := copyChecked(sink, hdr[:], br); err != nil {
+	if err := copyRenewed(sink, hdr[:], index, br); err != nil {
 		sink.Cancel()
 		os.RemoveAll(filepath.Join(cfg.DataDir, "snapshots"))
 		return 0, fmt.Errorf("restore: %w", err)
@@ -135,26 +152,27 @@ func Restore(cfg RestoreConfig, r io.Reader) (uint64, error) {
 	if err := sink.Close(); err != nil {
 		return 0, fmt.Errorf("restore: write snapshot: %w", err)
 	}
-	return applied, nil
+	return index, nil
 }
 
-// copyChecked copies a snapshot stream, whose header has been read, to w,
-// checking its records, its checksum and that nothing follows it.
-func copyChecked(w io.Writer, hdr []byte, r *bufio.Reader) error {
-	crc := crc32.New(crcTable)
-	crc.Write(hdr)
-	if _, err := w.Write(hdr); err != nil {
-		return err
-	}
-	cr := &crcReader{r: r, crc: crc}
+// copyRenewed copies a snapshot stream, whose header has been read, to w
+// as the state at log index index, every channel in a new epoch (index);
+// it checks the input's records, its checksum and that nothing follows it.
+func copyRenewed(w io.Writer, hdr []byte, index uint64, r *bufio.Reader) error {
+	in := crc32.New(crcTable)
+	in.Write(hdr)
+	cr := &crcReader{r: r, crc: in}
+	out := crc32.New(crcTable)
+	bw := bufio.NewWriterSize(io.MultiWriter(w, out), 256<<10)
+	newHdr := append([]byte(nil), hdr...)
+	binary.BigEndian.PutUint64(newHdr[8:], index)
+	bw.Write(newHdr)
 	var lenBuf [binary.MaxVarintLen64]byte
-	bw := bufio.NewWriterSize(w, 256<<10)
 	for {
 		klen, err := binary.ReadUvarint(cr)
 		if err != nil {
 			return fmt.Errorf("truncated backup: %w", err)
 		}
-		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], klen)])
 		if klen == 0 {
 			break
 		}
@@ -173,21 +191,34 @@ func copyChecked(w io.Writer, hdr []byte, r *bufio.Reader) error {
 		if err != nil {
 			return fmt.Errorf("truncated backup: %w", err)
 		}
+		if _, rest, err := parseChannelKey(key); err == nil && len(rest) == 1 && rest[0] == chanMeta {
+			m, err := decodeMeta(val)
+			if err != nil {
+				return fmt.Errorf("channel %q: %w", key, err)
+			}
+			m.epoch = index
+			val = m.encode()
+		}
+		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], klen)])
 		bw.Write(key)
-		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], vlen)])
+		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(val)))])
 		bw.Write(val)
 	}
-	want := crc.Sum32()
 	var sum [4]byte
 	if _, err := io.ReadFull(r, sum[:]); err != nil {
 		return fmt.Errorf("read checksum: %w", err)
 	}
-	if binary.BigEndian.Uint32(sum[:]) != want {
+	if binary.BigEndian.Uint32(sum[:]) != in.Sum32() {
 		return errors.New("checksum mismatch: the backup is damaged")
 	}
 	if _, err := r.ReadByte(); err != io.EOF {
 		return errors.New("data after the end of the backup")
 	}
-	bw.Write(sum[:])
-	return bw.Flush()
+	bw.WriteByte(0)
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	binary.BigEndian.PutUint32(sum[:], out.Sum32())
+	_, err := w.Write(sum[:])
+	return err
 }

@@ -48,9 +48,10 @@ func stop(t *testing.T, p *proc) {
 
 // channelState is what HERALD.CHANNEL and HERALD.HISTORY say of each
 // channel.
-func channelState(t *testing.T, respAddr string, channels ...string) string {
+func channelState(t *testing.T, respAddr string, channels ...string) (string, map[string]string) {
 	t.Helper()
 	var b strings.Builder
+	epochs := map[string]string{}
 	for _, ch := range channels {
 		info, err := cli(t, respAddr, "HERALD.CHANNEL", ch)
 		if err != nil {
@@ -60,16 +61,53 @@ func channelState(t *testing.T, respAddr string, channels ...string) string {
 		if err != nil {
 			t.Fatalf("HERALD.HISTORY %s: %v: %s", ch, err, hist)
 		}
+		// The epoch is compared apart: a restore renews it.
+		info, epochs[ch] = maskEpoch(t, "HERALD.CHANNEL "+ch, info)
+		var e string
+		if hist, e = maskEpoch(t, "HERALD.HISTORY "+ch, hist); e != epochs[ch] {
+			t.Fatalf("%s: epoch %s in HERALD.CHANNEL, %s in HERALD.HISTORY", ch, epochs[ch], e)
+		}
 		fmt.Fprintf(&b, "== %s\n%s\n%s\n", ch, info, hist)
 	}
-	return b.String()
+	return b.String(), epochs
+}
+
+// maskEpoch returns a reply with its epoch's value replaced, and the value.
+func maskEpoch(t *testing.T, what, reply string) (string, string) {
+	t.Helper()
+	lines := strings.Split(reply, "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		if lines[i] == "epoch" {
+			epoch := lines[i+1]
+			lines[i+1] = "<epoch>"
+			return strings.Join(lines, "\n"), epoch
+		}
+	}
+	t.Fatalf("%s has no epoch:\n%s", what, reply)
+	return "", ""
+}
+
+// checkRenewed fails unless every channel is in one epoch, new to it.
+func checkRenewed(t *testing.T, before, after map[string]string) {
+	t.Helper()
+	var renewed string
+	for ch, e := range after {
+		if e == before[ch] {
+			t.Fatalf("channel %s kept epoch %s through the restore", ch, e)
+		}
+		if renewed != "" && e != renewed {
+			t.Fatalf("restored channels in epochs %s and %s, want one", renewed, e)
+		}
+		renewed = e
+	}
 }
 
 // TestBackupRestore backs a node up while it runs, wipes its data
-// directory, restores it, and finds every channel's epoch, sequence and
-// history as they were; new publishes continue the sequences. The same
-// backup then seeds a new three-node cluster whose other two nodes join
-// empty and receive the state.
+// directory, restores it, and finds every channel's sequence and history
+// as they were, in a new epoch (the old cluster may have numbered other
+// messages after the backup); new publishes continue the sequences. The
+// same backup then seeds a new three-node cluster whose other two nodes
+// join empty and receive the state.
 func TestBackupRestore(t *testing.T) {
 	respAddr, raftAddr, dir := freeAddr(t), freeAddr(t), t.TempDir()
 	args := []string{"--resp-addr", respAddr, "--http-addr", freeAddr(t), "--raft-addr", raftAddr, "--data-dir", dir,
@@ -88,7 +126,7 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatalf("HERALD.DELETE: %q, %v", out, err)
 	}
 	cli(t, respAddr, "HERALD.PUBLISH", "gone", "reborn")
-	before := channelState(t, respAddr, channels...)
+	before, beforeEpochs := channelState(t, respAddr, channels...)
 
 	backup := filepath.Join(t.TempDir(), "herald.backup")
 	if out, err := heraldCmd(t, "backup", "--addr", respAddr, "--out", backup); err != nil {
@@ -127,12 +165,14 @@ func TestBackupRestore(t *testing.T) {
 		out, err := cli(t, respAddr, "HERALD.CLUSTER", "STATUS")
 		return err == nil && strings.Contains(out, "state\nLeader")
 	})
-	if after := channelState(t, respAddr, channels...); after != before {
+	after, afterEpochs := channelState(t, respAddr, channels...)
+	if after != before {
 		t.Fatalf("state after restore differs:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
-	// Sequences continue in the same epochs.
-	if out, err := cli(t, respAddr, "HERALD.PUBLISH", "orders", "after-restore"); err != nil || !strings.HasPrefix(out, "11\n") {
-		t.Fatalf("HERALD.PUBLISH after restore: %q, %v (want seq 11)", out, err)
+	checkRenewed(t, beforeEpochs, afterEpochs)
+	// Sequences continue, in the new epoch.
+	if out, err := cli(t, respAddr, "HERALD.PUBLISH", "orders", "after-restore"); err != nil || out != "11\n"+afterEpochs["orders"]+"\n0" {
+		t.Fatalf("HERALD.PUBLISH after restore: %q, %v (want seq 11, epoch %s, 0 receivers)", out, err, afterEpochs["orders"])
 	}
 	stop(t, p)
 
@@ -155,8 +195,10 @@ func TestBackupRestore(t *testing.T) {
 			out, err := cli(t, r, "HERALD.HISTORY", "orders")
 			return err == nil && strings.Contains(out, "orders-9")
 		})
-		if got := channelState(t, r, channels...); got != before {
+		got, gotEpochs := channelState(t, r, channels...)
+		if got != before {
 			t.Fatalf("state on joined node %s differs:\nwant:\n%s\ngot:\n%s", r, before, got)
 		}
+		checkRenewed(t, beforeEpochs, gotEpochs)
 	}
 }
