@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -147,10 +148,57 @@ func (st Status) String() string {
 // behind is catching up (after a partition, a restart, a snapshot).
 const readyLag = 1024
 
+// readyPoll is how long Ready reuses the leader's commit index it asked
+// for: load balancers poll readiness often.
+const readyPoll = 500 * time.Millisecond
+
 // Ready reports whether the node can serve: it knows a leader and is
-// keeping up with the log (it trails what it knows to be committed by at
-// most readyLag entries).
-func (s *Store) Ready() error { return s.ready(readyLag) }
+// keeping up with the log: it trails the leader's commit index by at most
+// readyLag entries. A follower asks the leader (at most every readyPoll):
+// its own commit index stops at the end of the log it has received, so a
+// follower still fetching a long stretch of log would look caught up.
+func (s *Store) Ready() error {
+	if err := s.ready(readyLag); err != nil {
+		return err
+	}
+	if s.raft.State() == raft.Leader {
+		return nil
+	}
+	commit, err := s.leaderCommit()
+	if err != nil {
+		return fmt.Errorf("leader's commit index: %w", err)
+	}
+	if applied := s.raft.AppliedIndex(); applied+readyLag < commit {
+		return fmt.Errorf("catching up: applied %d of the leader's %d", applied, commit)
+	}
+	return nil
+}
+
+// leaderCommit returns the leader's commit index, asked of it at most
+// every readyPoll.
+func (s *Store) leaderCommit() (uint64, error) {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if !s.readyAt.IsZero() && time.Since(s.readyAt) < readyPoll {
+		return s.readyCommit, s.readyErr
+	}
+	addr, _ := s.leader()
+	if addr == "" {
+		return 0, errors.New("no leader")
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ElectionTimeout)
+	defer cancel()
+	b, err := s.callLeader(ctx, string(addr), fwdCommit, nil)
+	var commit uint64
+	if err == nil {
+		var n int
+		if commit, n = binary.Uvarint(b); n <= 0 {
+			err = fmt.Errorf("%w: commit index reply", errCorrupt)
+		}
+	}
+	s.readyAt, s.readyCommit, s.readyErr = time.Now(), commit, err
+	return commit, err
+}
 
 func (s *Store) ready(lag uint64) error {
 	if addr, _ := s.leader(); addr == "" {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -688,5 +689,45 @@ func drain(c *broker.Client, out chan<- string) {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// TestClusterReadyAsksLeader: a follower's readiness is measured against
+// the leader's commit index, which it asks the leader for, not against its
+// own, which stops at the end of the log it has received.
+func TestClusterReadyAsksLeader(t *testing.T) {
+	c := newTestCluster(t, 3, Config{})
+	ctx := context.Background()
+	for i := 1; i <= 10; i++ {
+		if _, err := publish(ctx, c.nodes[c.leader()], "room", "m"+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitConverged()
+	l, f := c.nodes[c.leader()].store, c.nodes[c.follower()].store
+	waitFor(t, 10*time.Second, "the follower to be ready", func() bool { return f.Ready() == nil })
+
+	// What the follower learns is the leader's commit index, asked anew
+	// once the cached answer is older than readyPoll.
+	f.readyMu.Lock()
+	f.readyAt = time.Time{}
+	f.readyMu.Unlock()
+	want := l.raft.CommitIndex()
+	got, err := f.leaderCommit()
+	if err != nil || got < want {
+		t.Fatalf("follower learned commit index %d (%v); the leader's was %d", got, err, want)
+	}
+
+	// A follower further behind the leader than readyLag is not ready,
+	// whatever its own commit index says.
+	f.readyMu.Lock()
+	f.readyAt, f.readyCommit, f.readyErr = time.Now(), f.raft.AppliedIndex()+readyLag+1, nil
+	f.readyMu.Unlock()
+	if err := f.Ready(); err == nil || !strings.Contains(err.Error(), "catching up") {
+		t.Fatalf("Ready on a follower behind the leader: %v, want catching up", err)
+	}
+	// The leader answers from its own state.
+	if err := l.Ready(); err != nil {
+		t.Fatalf("leader not ready: %v", err)
 	}
 }

@@ -28,6 +28,7 @@ const (
 	fwdReadIndex byte = 2 // payload: none; result: uvarint index to wait for
 	fwdJoin      byte = 3 // payload: id string, addr string, voter byte
 	fwdRemove    byte = 4 // payload: id string
+	fwdCommit    byte = 5 // payload: none; result: uvarint the leader's commit index
 
 	fwdOK          byte = 0
 	fwdNotLeader   byte = 1 // the callee is not the leader: nothing was done

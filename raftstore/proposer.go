@@ -237,6 +237,11 @@ func (s *Store) handleForward(ctx context.Context, typ byte, payload []byte) ([]
 			return nil, err
 		}
 		return binary.AppendUvarint(nil, idx), nil
+	case fwdCommit:
+		if s.raft.State() != raft.Leader {
+			return nil, errNotLeader
+		}
+		return binary.AppendUvarint(nil, s.raft.CommitIndex()), nil
 	case fwdJoin:
 		d := decoder{b: payload}
 		id, addr := string(d.bytes()), string(d.bytes())

@@ -168,6 +168,12 @@ type Store struct {
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
 	closeErr   error
+
+	// The leader's commit index as Ready last learned it.
+	readyMu     sync.Mutex
+	readyAt     time.Time
+	readyCommit uint64
+	readyErr    error
 }
 
 var _ broker.Log = (*Store)(nil)
