@@ -172,10 +172,11 @@ func (c *conn) writeLoop() {
 		// No done channel: the writer stops only when the outbox closes, so
 		// a clean close writes everything queued first.
 		frames, err = c.out.Next(nil, frames[:0])
-		if len(frames) > 0 && err == nil {
-			// Let the goroutines ready to run go first: under load the
-			// deliverer and the other writers queue more for this client
-			// meanwhile, and one write carries all of it.
+		if len(frames) > 0 && err == nil && c.subscribed() {
+			// A subscriber lets the goroutines ready to run go first:
+			// under load the deliverer and the other writers queue more
+			// for it meanwhile, and one write carries all of it. (Replies
+			// to a publisher go at once: it waits for them.)
 			runtime.Gosched()
 			frames, err = c.out.TryNext(frames)
 		}
