@@ -17,7 +17,7 @@ import (
 // tiny, and under it a frameWriter gathers each frame the writer sends in a
 // buffer borrowed for the write, and sends it with one system call.
 const (
-	wsReadBufferSize  = 512
+	wsReadBufferSize  = 256
 	wsWriteBufferSize = 16 // bufio's smallest
 )
 
