@@ -261,24 +261,28 @@ func TestSingleNode(t *testing.T) {
 type cluster3 struct {
 	procs []*proc
 	resp  []string
+	http  []string
 }
 
-func startCluster3(t *testing.T) *cluster3 {
+// startCluster3 starts three nodes with the flags extra besides their
+// addresses (retention, log level).
+func startCluster3(t *testing.T, extra ...string) *cluster3 {
 	t.Helper()
 	c := &cluster3{}
 	var raft, peers []string
 	for i := range 3 {
 		raft = append(raft, freeAddr(t))
 		c.resp = append(c.resp, freeAddr(t))
+		c.http = append(c.http, freeAddr(t))
 		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, raft[i]))
 	}
 	// Start the three together: each waits for a quorum to answer PING?
 	// PING needs no quorum, so sequential starts are fine.
 	for i := range 3 {
-		c.procs = append(c.procs, startHerald(t, c.resp[i],
-			"--node-id", fmt.Sprintf("n%d", i+1), "--raft-addr", raft[i], "--resp-addr", c.resp[i],
-			"--http-addr", freeAddr(t), "--data-dir", t.TempDir(), "--peers", strings.Join(peers, ","),
-			"--raft-election-timeout", "500ms", "--retain", "*=100000"))
+		args := []string{"--node-id", fmt.Sprintf("n%d", i+1), "--raft-addr", raft[i], "--resp-addr", c.resp[i],
+			"--http-addr", c.http[i], "--data-dir", t.TempDir(), "--peers", strings.Join(peers, ","),
+			"--raft-election-timeout", "500ms"}
+		c.procs = append(c.procs, startHerald(t, c.resp[i], append(args, extra...)...))
 	}
 	return c
 }
@@ -307,7 +311,7 @@ func (c *cluster3) leader(t *testing.T) int {
 // another node, kills the leader with SIGKILL and keeps publishing: every
 // acknowledged publish is delivered and in every node's history.
 func TestThreeNodesKill9(t *testing.T) {
-	c := startCluster3(t)
+	c := startCluster3(t, "--retain", "*=100000")
 	l := c.leader(t)
 	f1, f2 := (l+1)%3, (l+2)%3
 	sub := subscribe(t, c.resp[f2], "SUBSCRIBE", "orders")

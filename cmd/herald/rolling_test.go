@@ -15,38 +15,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// rollingCluster is three herald processes whose addresses the test keeps,
-// to restart them one by one.
-type rollingCluster struct {
-	procs []*proc
-	resp  []string
-	http  []string
-}
-
-func startRollingCluster(t *testing.T) *rollingCluster {
-	t.Helper()
-	c := &rollingCluster{}
-	var raftAddrs, peers []string
-	for i := range 3 {
-		raftAddrs = append(raftAddrs, freeAddr(t))
-		c.resp = append(c.resp, freeAddr(t))
-		c.http = append(c.http, freeAddr(t))
-		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, raftAddrs[i]))
-	}
-	for i := range 3 {
-		c.procs = append(c.procs, startHerald(t, c.resp[i],
-			"--node-id", fmt.Sprintf("n%d", i+1), "--raft-addr", raftAddrs[i], "--resp-addr", c.resp[i],
-			"--http-addr", c.http[i], "--data-dir", t.TempDir(), "--peers", strings.Join(peers, ","),
-			"--raft-election-timeout", "500ms", "--retain", "*=1000000", "--log-level", "debug"))
-	}
-	for i := range 3 {
-		c.waitReady(t, i)
-	}
-	return c
-}
-
 // waitReady waits until node i's /readyz answers 200.
-func (c *rollingCluster) waitReady(t *testing.T, i int) {
+func (c *cluster3) waitReady(t *testing.T, i int) {
 	t.Helper()
 	waitFor(t, 60*time.Second, "node "+c.resp[i]+" ready", func() bool {
 		resp, err := http.Get("http://" + c.http[i] + "/readyz")
@@ -56,25 +26,6 @@ func (c *rollingCluster) waitReady(t *testing.T, i int) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-}
-
-// leader returns the index of the node that says it leads.
-func (c *rollingCluster) leader(t *testing.T) int {
-	t.Helper()
-	idx := -1
-	waitFor(t, 30*time.Second, "a leader", func() bool {
-		for i, p := range c.procs {
-			if !p.running() {
-				continue
-			}
-			if out, err := cli(t, c.resp[i], "HERALD.CLUSTER", "STATUS"); err == nil && strings.Contains(out, "state\nLeader") {
-				idx = i
-				return true
-			}
-		}
-		return false
-	})
-	return idx
 }
 
 // acked is a publish the cluster acknowledged.
@@ -258,7 +209,10 @@ func (s *rollSubscriber) failLocked(err error) {
 // message reaches every subscriber exactly once, in order; the leader
 // hands over its leadership before it stops.
 func TestRollingRestart(t *testing.T) {
-	c := startRollingCluster(t)
+	c := startCluster3(t, "--retain", "*=1000000", "--log-level", "debug")
+	for i := range 3 {
+		c.waitReady(t, i)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	const channel = "orders"
