@@ -56,3 +56,17 @@ func (s *Server) checkSubs(w http.ResponseWriter, g *grant, subs []subRequest) b
 	}
 	return true
 }
+
+// gate lets a subscribing request (WebSocket, SSE, long-poll) in: its token
+// allows it and the channels it asks for, and it fits under the connection
+// limits. When ok is false the response has been written. release gives
+// the connection's place back.
+func (s *Server) gate(w http.ResponseWriter, r *http.Request, subs []subRequest) (g *grant, release func(), ok bool) {
+	if g, ok = s.authorize(w, r); !ok || !s.checkSubs(w, g, subs) {
+		return nil, nil, false
+	}
+	if release, ok = s.admit(w, r); !ok {
+		return nil, nil, false
+	}
+	return g, release, true
+}

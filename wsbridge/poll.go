@@ -45,11 +45,7 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	g, ok := s.authorize(w, r)
-	if !ok || !s.checkSubs(w, g, subs) {
-		return
-	}
-	release, ok := s.admit(w, r)
+	g, release, ok := s.gate(w, r, subs)
 	if !ok {
 		return
 	}

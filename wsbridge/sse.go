@@ -38,11 +38,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	g, ok := s.authorize(w, r)
-	if !ok || !s.checkSubs(w, g, subs) {
-		return
-	}
-	release, ok := s.admit(w, r)
+	g, release, ok := s.gate(w, r, subs)
 	if !ok {
 		return
 	}
