@@ -15,6 +15,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/herald-broker/herald/broker"
+	"github.com/herald-broker/herald/internal/testcert"
 )
 
 // testNode is one member of a test cluster.
@@ -608,7 +609,20 @@ func TestClusterMinorityRefusesToAcknowledge(t *testing.T) {
 }
 
 func TestClusterAddAndRemoveNode(t *testing.T) {
-	c := newTestCluster(t, 3, Config{})
+	ca := testcert.NewCA(t, "herald cluster CA")
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"plain", Config{}},
+		{"mutual TLS", Config{TLS: PeerTLSConfig(ca.Issue(t, "node").TLS, ca.Pool())}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testAddAndRemoveNode(t, tc.cfg) })
+	}
+}
+
+func testAddAndRemoveNode(t *testing.T, base Config) {
+	c := newTestCluster(t, 3, base)
 	ctx := context.Background()
 	for i := 0; i < 20; i++ {
 		if _, err := publish(ctx, c.nodes[c.leader()], "x", "p"+strconv.Itoa(i)); err != nil {

@@ -41,6 +41,10 @@ const (
 // errNotLeader means the node called is not the leader, and did nothing.
 var errNotLeader = errors.New("not the leader")
 
+// errNotMember answers a forward call, other than a request to join, from
+// a peer whose certificate is not a member's.
+var errNotMember = errors.New("not a member of this cluster: only a request to join is served")
+
 // errNotSent means a forward call failed before any of its request reached
 // the wire (the dial failed): it certainly had no effect.
 var errNotSent = errors.New("request not sent")

@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -297,22 +298,60 @@ func (s *Store) open(b *broker.Broker) error {
 func (s *Store) listen(ln net.Listener) {
 	s.cfg.RaftAddr = ln.Addr().String()
 	s.fwd = newFwdClient(sourceIP(ln.Addr()), s.cfg.ElectionTimeout, s.cfg.TLS)
-	s.mux = newMux(ln, s.serveForwardConn, s.cfg.TLS, s.logger)
+	s.mux = newMux(ln, s.serveForwardConn, s.cfg.TLS, s.knownPeer, s.logger)
 }
 
 // serveForwardConn serves forward calls on c once Raft has started. Peers
 // call as soon as the port is open, and a node restarting after a crash is
 // often called at once: its peers may still take it for the leader. Opening
 // Raft (reading the log, restoring a snapshot) takes a while; until it is
-// done, calls wait, bounded by the caller's timeout.
-func (s *Store) serveForwardConn(c net.Conn) {
+// done, calls wait, bounded by the caller's timeout. A peer that is not a
+// member of the cluster (see knownPeer) may only ask to join it.
+func (s *Store) serveForwardConn(c net.Conn, member bool) {
 	select {
 	case <-s.raftUp:
 	case <-s.ctx.Done():
 		c.Close()
 		return
 	}
-	serveForward(s.ctx, c, s.handleForward)
+	h := s.handleForward
+	if !member {
+		h = func(ctx context.Context, typ byte, payload []byte) ([]byte, error) {
+			if typ != fwdJoin {
+				return nil, errNotMember
+			}
+			return s.handleForward(ctx, typ, payload)
+		}
+	}
+	serveForward(s.ctx, c, h)
+}
+
+// knownPeer reports whether a peer's certificate (from the cluster's CA:
+// the TLS handshake checked that) is valid for the address of a member of
+// the cluster, as the Raft configuration has it. A node that is in no
+// cluster yet (waiting to be added through --join) knows no members, and
+// takes any peer with a certificate from the CA: the leader adding it.
+func (s *Store) knownPeer(cert *x509.Certificate) bool {
+	select {
+	case <-s.raftUp:
+	case <-s.ctx.Done():
+		return false
+	}
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	servers := f.Configuration().Servers
+	if len(servers) == 0 {
+		return true
+	}
+	for _, srv := range servers {
+		host, _, err := net.SplitHostPort(string(srv.Address))
+		if err == nil && cert.VerifyHostname(host) == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // bootstrap writes the initial cluster configuration of a node without

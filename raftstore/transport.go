@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
@@ -32,17 +33,20 @@ const routeTimeout = 5 * time.Second
 type mux struct {
 	ln        net.Listener
 	raftConns chan net.Conn
-	forward   func(net.Conn)
+	forward   func(c net.Conn, member bool)
 	logger    *slog.Logger
 	tls       *tls.Config // nil: plain TCP; see PeerTLSConfig
+	// known reports whether a TLS peer's certificate is a member's; nil:
+	// every peer with a certificate from the CA is.
+	known func(*x509.Certificate) bool
 
 	closeOnce sync.Once
 	closed    chan struct{}
 	wg        sync.WaitGroup
 }
 
-func newMux(ln net.Listener, forward func(net.Conn), tlsCfg *tls.Config, logger *slog.Logger) *mux {
-	m := &mux{ln: ln, raftConns: make(chan net.Conn), forward: forward, tls: tlsCfg, logger: logger, closed: make(chan struct{})}
+func newMux(ln net.Listener, forward func(c net.Conn, member bool), tlsCfg *tls.Config, known func(*x509.Certificate) bool, logger *slog.Logger) *mux {
+	m := &mux{ln: ln, raftConns: make(chan net.Conn), forward: forward, tls: tlsCfg, known: known, logger: logger, closed: make(chan struct{})}
 	m.wg.Add(1)
 	go m.serve()
 	return m
@@ -73,6 +77,7 @@ func (m *mux) serve() {
 func (m *mux) route(c net.Conn) {
 	var b [1]byte
 	c.SetReadDeadline(time.Now().Add(routeTimeout))
+	member := true
 	if m.tls != nil {
 		// The handshake, within routeTimeout, admits only peers with a
 		// certificate from the cluster's CA.
@@ -83,6 +88,11 @@ func (m *mux) route(c net.Conn) {
 			return
 		}
 		c = tc
+		// And a member of the cluster is one whose certificate is
+		// valid for a member's address.
+		if certs := tc.ConnectionState().PeerCertificates; m.known != nil && len(certs) > 0 {
+			member = m.known(certs[0])
+		}
 	}
 	if _, err := io.ReadFull(c, b[:]); err != nil {
 		c.Close()
@@ -91,13 +101,18 @@ func (m *mux) route(c net.Conn) {
 	c.SetReadDeadline(time.Time{})
 	switch b[0] {
 	case streamRaft:
+		if !member {
+			m.logger.Warn("refused Raft traffic from a peer that is not a member of the cluster", "remote", c.RemoteAddr().String())
+			c.Close()
+			return
+		}
 		select {
 		case m.raftConns <- c:
 		case <-m.closed:
 			c.Close()
 		}
 	case streamForward:
-		m.forward(c)
+		m.forward(c, member)
 	default:
 		m.logger.Warn("closing connection of unknown kind on the raft port", "remote", c.RemoteAddr().String())
 		c.Close()

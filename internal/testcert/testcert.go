@@ -71,6 +71,13 @@ type Leaf struct {
 // for server and client authentication.
 func (ca *CA) Issue(t testing.TB, name string) *Leaf {
 	t.Helper()
+	return ca.IssueFor(t, name, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, []string{"localhost"})
+}
+
+// IssueFor returns a certificate named name for the given addresses and
+// host names, for server and client authentication.
+func (ca *CA) IssueFor(t testing.TB, name string, ips []net.IP, dnsNames []string) *Leaf {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -86,8 +93,8 @@ func (ca *CA) Issue(t testing.TB, name string) *Leaf {
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		DNSNames:     []string{"localhost"},
+		IPAddresses:  ips,
+		DNSNames:     dnsNames,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
