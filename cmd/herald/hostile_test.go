@@ -79,6 +79,9 @@ func TestHostileInput(t *testing.T) {
 	}
 	defer ws.CloseNow()
 	ws.SetReadLimit(-1)
+	// Subscribed once its resume event arrives: it gets every publish
+	// from then on.
+	readUntil(t, tctx, ws, `"type":"resume"`)
 
 	runtime.GC()
 	var before runtime.MemStats
