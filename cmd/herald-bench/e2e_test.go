@@ -117,8 +117,12 @@ func TestFanoutWorkload(t *testing.T) {
 			cfg.pipeline, cfg.size, cfg.drain, cfg.dialers = 32, 64, 10*time.Second, 8
 			res, err := runFanout(context.Background(), cfg)
 			checkRun(t, res, err)
-			if cfg.rate > 0 && (res.PublishRate < cfg.rate/2 || res.PublishRate > cfg.rate*2) {
-				t.Fatalf("published at %.0f/s, asked for %.0f/s", res.PublishRate, cfg.rate)
+			// A fixed rate is a ceiling: messages are sent when due, so no
+			// more than rate × duration (and one per publisher at the
+			// start) can go out. How close a loaded machine gets to it is
+			// for benchmarks to say, not tests.
+			if limit := cfg.rate*cfg.duration.Seconds() + float64(cfg.publishers); cfg.rate > 0 && float64(res.Sent) > limit {
+				t.Fatalf("sent %d messages in %s at %.0f/s: more than the %.0f due", res.Sent, cfg.duration, cfg.rate, limit)
 			}
 		})
 	}

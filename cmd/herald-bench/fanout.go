@@ -216,20 +216,7 @@ func runFanout(ctx context.Context, cfg fanoutConfig) (*Result, error) {
 			res.Failures = append(res.Failures, fmt.Sprintf("subscriber %d: %v", s.idx, s.err))
 		}
 	}
-	var lastAck int64
-	for _, p := range pubs {
-		res.Sent += p.sent.Load()
-		res.Published += p.acked.Load()
-		res.Loss.Errors += p.errs.Load() + p.unanswered()
-		lastAck = max(lastAck, p.lastAck.Load())
-		if p.firstErr != "" {
-			res.Failures = append(res.Failures, fmt.Sprintf("publisher %d: first error reply: %s", p.cfg.id, p.firstErr))
-		}
-		if p.readErr != nil {
-			res.Loss.Disconnects++
-			res.Failures = append(res.Failures, fmt.Sprintf("publisher %d: %v", p.cfg.id, p.readErr))
-		}
-	}
+	lastAck := addPublishers(res, pubs)
 	res.Subscribers = total
 	if reads > 0 {
 		res.DeliveriesPerRead = float64(res.Deliveries) / float64(reads)

@@ -176,20 +176,7 @@ func runPublish(ctx context.Context, cfg publishConfig) (*Result, error) {
 	res.Server, res.Tool = srv.finish(), tool.finish()
 	res.Machine = mach.finish(append(append([]int{}, res.Server.PIDs...), res.Tool.PIDs...))
 
-	var lastAck int64
-	for _, p := range pubs {
-		res.Sent += p.sent.Load()
-		res.Published += p.acked.Load()
-		res.Loss.Errors += p.errs.Load() + p.unanswered()
-		lastAck = max(lastAck, p.lastAck.Load())
-		if p.firstErr != "" {
-			res.Failures = append(res.Failures, fmt.Sprintf("publisher %d: first error reply: %s", p.cfg.id, p.firstErr))
-		}
-		if p.readErr != nil {
-			res.Loss.Disconnects++
-			res.Failures = append(res.Failures, fmt.Sprintf("publisher %d: %v", p.cfg.id, p.readErr))
-		}
-	}
+	lastAck := addPublishers(res, pubs)
 	res.Elapsed = time.Duration(lastAck - start.UnixNano())
 	if res.Elapsed > 0 {
 		res.PublishRate = float64(res.Published) / res.Elapsed.Seconds()

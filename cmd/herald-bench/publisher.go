@@ -338,3 +338,22 @@ func (w *window) lag() int64 {
 	}
 	return m
 }
+
+// addPublishers adds the publishers' counts, errors and failures to res,
+// and returns the time (Unix ns) of the last reply any of them got.
+func addPublishers(res *Result, pubs []*publisher) (lastAck int64) {
+	for _, p := range pubs {
+		res.Sent += p.sent.Load()
+		res.Published += p.acked.Load()
+		res.Loss.Errors += p.errs.Load() + p.unanswered()
+		lastAck = max(lastAck, p.lastAck.Load())
+		if p.firstErr != "" {
+			res.Failures = append(res.Failures, fmt.Sprintf("publisher %d: first error reply: %s", p.cfg.id, p.firstErr))
+		}
+		if p.readErr != nil {
+			res.Loss.Disconnects++
+			res.Failures = append(res.Failures, fmt.Sprintf("publisher %d: %v", p.cfg.id, p.readErr))
+		}
+	}
+	return lastAck
+}

@@ -5,35 +5,20 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/herald-broker/herald/internal/heraldbin"
 )
 
 // heraldBin is the herald binary the tests run, built once with the race
 // detector.
 var heraldBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "herald-chaos-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	heraldBin = filepath.Join(dir, "herald")
-	build := exec.Command("go", "build", "-race", "-o", heraldBin, "../herald")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build herald:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { heraldbin.Main(m, "../herald", &heraldBin) }
 
 // TestChaos is the short fault run CI makes on every change: a minute of
 // publishes and subscriptions on three race-detector builds of herald while

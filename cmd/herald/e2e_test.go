@@ -9,35 +9,20 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herald-broker/herald/internal/heraldbin"
 )
 
 // heraldBin is the herald binary the end-to-end tests run, built once.
 var heraldBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "herald-e2e")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	heraldBin = filepath.Join(dir, "herald")
-	build := exec.Command("go", "build", "-race", "-o", heraldBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build herald:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { heraldbin.Main(m, ".", &heraldBin) }
 
 // redisCLI returns the path of redis-cli, failing the test if it is
 // missing.
