@@ -56,15 +56,14 @@ type Broker struct {
 	log Log
 	reg registry
 
-	// deliverMu makes Deliver calls one at a time: messages are fanned out
-	// in log order, and per-message frame caches and sequenced-subscription
-	// state need no further locking.
+	// deliverMu makes DeliverBatch calls one at a time: messages are fanned
+	// out in log order, and per-message frame caches and
+	// sequenced-subscription state need no further locking.
 	deliverMu sync.Mutex
-	// During DeliverBatch (under deliverMu): the outboxes whose writers
-	// wait to be woken, and the frames queued since the last wake-up.
-	batching bool
-	wake     []*Outbox
-	queued   int
+	// Under deliverMu: the outboxes whose writers wait to be woken at the
+	// end of the batch, and the frames queued since the last wake-up.
+	wake   []*Outbox
+	queued int
 
 	nextClientID atomic.Uint64
 	clients      atomic.Int64
@@ -125,29 +124,20 @@ func (b *Broker) CheckChannel(name string) error {
 	return nil
 }
 
-// Deliver fans m out to this node's matching subscriptions and returns how
-// many it reached, counted as Redis counts the PUBLISH reply: a client
-// subscribed to the channel and to a matching pattern counts twice. The Log
-// calls Deliver for every committed message, in log order, after the message
-// is readable through Log.History. Deliver never blocks on a client.
-func (b *Broker) Deliver(m *Message) int {
-	b.deliverMu.Lock()
-	defer b.deliverMu.Unlock()
-	return b.deliver(m)
-}
-
-// DeliverBatch delivers msgs in order as Deliver does each, and stores in
-// n[i] how many msgs[i] reached. Writers are woken once the batch is
-// queued (or every maxQueuedBeforeWake frames of a large one), so a
-// subscriber gets the batch's messages in one write, not one write each.
+// DeliverBatch fans msgs out, in order, to this node's matching
+// subscriptions, and stores in n[i] how many msgs[i] reached, counted as
+// Redis counts the PUBLISH reply: a client subscribed to the channel and
+// to a matching pattern counts twice. The Log calls it for every batch of
+// committed messages, in log order, once they are readable through
+// Log.History. It never blocks on a client. Writers are woken once the
+// batch is queued (or every maxQueuedBeforeWake frames of a large one), so
+// a subscriber gets the batch's messages in one write, not one write each.
 func (b *Broker) DeliverBatch(msgs []*Message, n []int) {
 	b.deliverMu.Lock()
 	defer b.deliverMu.Unlock()
-	b.batching = true
 	for i, m := range msgs {
 		n[i] = b.deliver(m)
 	}
-	b.batching = false
 	b.wakeWriters()
 }
 
@@ -167,16 +157,10 @@ func (b *Broker) deliver(m *Message) int {
 	return n
 }
 
-// push queues a fanned-out frame in out, and wakes its writer now, or
-// once the batch being delivered is queued.
+// push queues a fanned-out frame in out; its writer is woken once the
+// batch being delivered is queued. The caller holds deliverMu.
 func (b *Broker) push(out *Outbox, frame []byte) bool {
 	ok, wake := out.push(frame, true)
-	if !b.batching {
-		if wake {
-			out.signal()
-		}
-		return ok
-	}
 	if wake {
 		b.wake = append(b.wake, out)
 	}
@@ -288,7 +272,7 @@ func (b *Broker) pushFrom(delivering bool, out *Outbox, frame []byte) {
 }
 
 // Receivers returns how many of this node's subscriptions a message
-// published to channel in ns would reach now, counted as Deliver counts.
+// published to channel in ns would reach now, counted as DeliverBatch counts.
 func (b *Broker) Receivers(ns Namespace, channel string) int {
 	n := b.reg.numSub(ns, channel)
 	if ns == Global {

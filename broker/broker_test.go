@@ -801,7 +801,7 @@ func TestPublishWithoutLog(t *testing.T) {
 // registry consistent: the closed client subscribed to nothing, and other
 // clients' subscriptions untouched. The window is narrow, so this loops; the
 // race detector's scheduling widens it enough to catch a broken ordering
-// within a few thousand rounds. It calls Deliver directly because it checks
+// within a few thousand rounds. It delivers directly because it checks
 // the registry alone, many thousand times.
 func TestClientConcurrentSubscribeAndClose(t *testing.T) {
 	for _, tc := range []struct {
@@ -831,7 +831,7 @@ func TestClientConcurrentSubscribeAndClose(t *testing.T) {
 				if n := b.NumSub(broker.Global, "x"); n != want {
 					t.Fatalf("round %d: NumSub = %d, want %d (client has subscription: %v)", i, n, want, want == 2)
 				}
-				b.Deliver(&broker.Message{Channel: "x", Payload: []byte("p"), Epoch: 1, Seq: uint64(i + 1)})
+				deliver(b, &broker.Message{Channel: "x", Payload: []byte("p"), Epoch: 1, Seq: uint64(i + 1)})
 				if n, _ := stay.Outbox().Len(); n != 1 {
 					t.Fatalf("round %d: another client's subscription was removed by the race", i)
 				}
@@ -843,7 +843,7 @@ func TestClientConcurrentSubscribeAndClose(t *testing.T) {
 }
 
 // TestDeliverBatch: a batch reaches each subscriber in order, with the
-// receiver counts Deliver would give, and a writer waiting in Next is woken
+// receiver counts of each message, and a writer waiting in Next is woken
 // once with the whole batch queued.
 func TestDeliverBatch(t *testing.T) {
 	b := broker.New(broker.Config{})

@@ -1,17 +1,17 @@
 // Package broker routes messages from publishers to subscribers. It knows
 // nothing of sockets or Raft: transports (package resp, package wsbridge)
 // turn connections into Clients, and a Log (package raftstore) makes every
-// publish durable, numbers it, and hands it back through Broker.Deliver.
+// publish durable, numbers it, and hands it back through Broker.DeliverBatch.
 //
 // # The publish path
 //
 //	transport ──Broker.Publish──▶ Log (commit, assign sequence number)
 //	                                 │
-//	          ◀──Broker.Deliver──────┘  in log order, on every node
+//	          ◀──Broker.DeliverBatch─┘  in log order, on every node
 //	fan-out: one non-blocking Outbox.Push per matching subscription
 //
 // A publish is acknowledged only after the log has committed it and this
-// node has delivered it. Deliver never blocks on a client: each client has a
+// node has delivered it. DeliverBatch never blocks on a client: each client has a
 // bounded Outbox, drained by its transport's writer goroutine, and a client
 // whose outbox passes its limits is failed with ErrSlowConsumer and
 // disconnected by its transport.
@@ -21,7 +21,7 @@
 //
 // # Concurrency
 //
-// Broker and Client methods are safe for concurrent use. Deliver calls are
+// Broker and Client methods are safe for concurrent use. DeliverBatch calls are
 // serialized by the broker, so messages reach every client in log order. A
-// subscription is visible to Deliver as soon as Subscribe returns.
+// subscription is visible to DeliverBatch as soon as Subscribe returns.
 package broker

@@ -5,7 +5,7 @@ import "context"
 // Log is the durable, ordered record every publish goes through. It assigns
 // each message its channel's next sequence number, keeps the retained
 // history, and hands each committed message back to the broker, in log order,
-// through Broker.Deliver. raftstore.Store implements it on Raft and Pebble.
+// through Broker.DeliverBatch. raftstore.Store implements it on Raft and Pebble.
 type Log interface {
 	// Publish commits msgs, in order, and returns once each is committed
 	// and delivered to this node's subscribers, with its position and the

@@ -365,7 +365,7 @@ func TestSlowConsumerLimitBoundary(t *testing.T) {
 // fails at 1 MiB and drops its frames; what remains is the writer's batch in
 // flight (at most 1 MiB) and noise.
 //
-// The messages are handed to Broker.Deliver, as the log hands over committed
+// The messages are handed to Broker.DeliverBatch, as the log hands over committed
 // ones, rather than published: Pebble allocates its memtables on the Go heap
 // under -race, 64 MiB at a time, and 50 MiB through the log would measure
 // when Pebble last rotated one, not the outbox.
@@ -385,7 +385,7 @@ func TestSlowConsumerMemoryBounded(t *testing.T) {
 		// A fresh payload each time, as each committed message is.
 		payload := bytes.Repeat([]byte{'m'}, size)
 		// It reaches the stalled client until the server has closed it.
-		s.broker.Deliver(&broker.Message{Channel: "slow", Payload: payload, Epoch: 1, Seq: uint64(i + 1)})
+		s.broker.DeliverBatch([]*broker.Message{{Channel: "slow", Payload: payload, Epoch: 1, Seq: uint64(i + 1)}}, make([]int, 1))
 	}
 	after := slowHeapAlloc()
 	t.Logf("heap: %.1f MiB before, %.1f MiB after pushing %d MiB", float64(before)/(1<<20), float64(after)/(1<<20), total>>20)
