@@ -255,34 +255,16 @@ func TestEpochChangeWhileLive(t *testing.T) {
 // catchUpBlocked subscribes c from the start of ch and runs the catch-up
 // until it has queued its first page and waits for the client to take it,
 // which nobody does.
-func catchUpBlocked(t *testing.T, ctx context.Context, c *broker.Client, ch string) (<-chan error, *waitingCtx) {
+func catchUpBlocked(t *testing.T, ctx context.Context, c *broker.Client, ch string) (<-chan error, *broker.WaitingCtx) {
 	t.Helper()
-	wctx := newWaitingCtx(ctx)
+	wctx := broker.NewWaitingCtx(ctx)
 	run := runCatchUp(wctx, c.SubscribeFrom(ch, broker.Position{}))
 	select {
-	case <-wctx.waiting:
+	case <-wctx.Waiting:
 	case err := <-run:
 		t.Fatalf("Run returned %v before waiting for the client", err)
 	}
 	return run, wctx
-}
-
-// waitingCtx is a context that reports when Done is first called. CatchUp.Run
-// calls it only once it has queued a page of history and waits for the
-// client to take it.
-type waitingCtx struct {
-	context.Context
-	once    sync.Once
-	waiting chan struct{}
-}
-
-func newWaitingCtx(parent context.Context) *waitingCtx {
-	return &waitingCtx{Context: parent, waiting: make(chan struct{})}
-}
-
-func (c *waitingCtx) Done() <-chan struct{} {
-	c.once.Do(func() { close(c.waiting) })
-	return c.Context.Done()
 }
 
 // A subscriber whose live messages pile up while it replays history is a

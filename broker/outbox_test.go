@@ -518,21 +518,22 @@ func TestOutboxWaitEmpty(t *testing.T) {
 	})
 }
 
-// waitingCtx is a context that reports when Done is first called: a
+// WaitingCtx is a context that reports when Done is first called: a
 // select in the code under test has then checked its other conditions and
-// is about to block.
-type waitingCtx struct {
+// is about to block. (Exported for the package's external tests.)
+type WaitingCtx struct {
 	context.Context
 	once    sync.Once
-	waiting chan struct{}
+	Waiting chan struct{} // closed when Done is first called
 }
 
-func newWaitingCtx(parent context.Context) *waitingCtx {
-	return &waitingCtx{Context: parent, waiting: make(chan struct{})}
+// NewWaitingCtx returns a WaitingCtx under parent.
+func NewWaitingCtx(parent context.Context) *WaitingCtx {
+	return &WaitingCtx{Context: parent, Waiting: make(chan struct{})}
 }
 
-func (c *waitingCtx) Done() <-chan struct{} {
-	c.once.Do(func() { close(c.waiting) })
+func (c *WaitingCtx) Done() <-chan struct{} {
+	c.once.Do(func() { close(c.Waiting) })
 	return c.Context.Done()
 }
 
@@ -555,10 +556,10 @@ func TestOutboxWaitEmptyReturnsWhenOutboxFails(t *testing.T) {
 			// failure.
 			parent, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			ctx := newWaitingCtx(parent)
+			ctx := NewWaitingCtx(parent)
 			waited := make(chan error, 1)
 			go func() { waited <- o.WaitEmpty(ctx) }()
-			<-ctx.waiting // WaitEmpty saw a non-empty, healthy outbox and is waiting
+			<-ctx.Waiting // WaitEmpty saw a non-empty, healthy outbox and is waiting
 			tc.fail(o)
 			if err := <-waited; err != tc.want {
 				t.Fatalf("WaitEmpty = %v, want %v: a waiting WaitEmpty is not woken when the outbox fails", err, tc.want)
