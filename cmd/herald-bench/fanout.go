@@ -106,14 +106,7 @@ func runFanout(ctx context.Context, cfg fanoutConfig) (*Result, error) {
 	defer cancel()
 	pubs := make([]*publisher, cfg.publishers)
 	for i := range pubs {
-		var chs []int
-		if cfg.publishers >= cfg.channels {
-			chs = []int{i % cfg.channels}
-		} else {
-			for c := i; c < cfg.channels; c += cfg.publishers {
-				chs = append(chs, c)
-			}
-		}
+		chs := channelsOf(i, cfg.publishers, cfg.channels)
 		pc := publisherConfig{
 			id: uint32(i), addr: cfg.addrs[i%len(cfg.addrs)], channels: chs, names: names,
 			herald: cfg.herald, pipeline: cfg.pipeline, size: cfg.size, gate: win,

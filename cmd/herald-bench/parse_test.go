@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"io"
+	"slices"
 	"testing"
 	"testing/iotest"
 )
@@ -113,4 +114,21 @@ func FuzzParseEvent(f *testing.F) {
 		var ev wsEvent
 		parseEvent(b, &ev) // must not panic or loop
 	})
+}
+
+func TestChannelsOf(t *testing.T) {
+	for _, c := range []struct {
+		i, n, channels int
+		want           []int
+	}{
+		{0, 4, 2, []int{0}},
+		{3, 4, 2, []int{1}},
+		{1, 3, 3, []int{1}},
+		{0, 2, 5, []int{0, 2, 4}},
+		{1, 2, 5, []int{1, 3}},
+	} {
+		if got := channelsOf(c.i, c.n, c.channels); !slices.Equal(got, c.want) {
+			t.Errorf("channelsOf(%d, %d, %d) = %v, want %v", c.i, c.n, c.channels, got, c.want)
+		}
+	}
 }

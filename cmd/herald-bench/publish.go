@@ -110,14 +110,7 @@ func runPublish(ctx context.Context, cfg publishConfig) (*Result, error) {
 	var wg sync.WaitGroup
 	errs := make([]error, cfg.conns)
 	for i := range pubs {
-		var chs []int
-		if cfg.channels <= cfg.conns {
-			chs = []int{i % cfg.channels}
-		} else {
-			for c := i; c < cfg.channels; c += cfg.conns {
-				chs = append(chs, c)
-			}
-		}
+		chs := channelsOf(i, cfg.conns, cfg.channels)
 		pc := publisherConfig{
 			id: uint32(i), addr: cfg.addrs[i%len(cfg.addrs)], channels: chs, names: names,
 			herald: cfg.herald, pipeline: cfg.pipeline, size: cfg.size,

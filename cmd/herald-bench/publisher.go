@@ -357,3 +357,16 @@ func addPublishers(res *Result, pubs []*publisher) (lastAck int64) {
 	}
 	return lastAck
 }
+
+// channelsOf returns the channels publisher i of n publishes to: one each
+// when there are no more channels than publishers, otherwise every n-th.
+func channelsOf(i, n, channels int) []int {
+	if channels <= n {
+		return []int{i % channels}
+	}
+	var chs []int
+	for c := i; c < channels; c += n {
+		chs = append(chs, c)
+	}
+	return chs
+}
