@@ -31,6 +31,7 @@ type conn struct {
 	ctx      context.Context // ends when the connection does
 	cancel   context.CancelFunc
 	stopping atomic.Bool // server shutdown: finish the current commands and close
+	linger   atomic.Bool // the reader stopped with input unread: serve closes with lingerClose
 
 	// Owned by the reader goroutine.
 	rep       reply
@@ -105,6 +106,7 @@ func (c *conn) serve() {
 	case errors.As(err, &pe):
 		c.rep.err("ERR " + pe.Error())
 		c.flushReplies()
+		c.linger.Store(true)
 		c.out.CloseWhenDrained()
 	case err == nil, errors.Is(err, errQuit):
 		// QUIT, or the client closed its side: write what is queued
@@ -114,11 +116,15 @@ func (c *conn) serve() {
 		// No reply to the command, but, as in Redis, the replies to the
 		// commands before it are written.
 		c.srv.cfg.Logger.Warn("closing client that reached max query buffer length", "remote", c.addr, "client", c.id)
+		c.linger.Store(true)
 		c.out.CloseWhenDrained()
 	default:
 		c.out.Close()
 	}
 	<-writerDone
+	if c.linger.Load() {
+		c.lingerClose()
+	}
 	c.nc.Close()
 	c.cl.Close()
 	c.srv.forget(c)
@@ -191,10 +197,36 @@ func (c *conn) writeLoop() {
 			clear(frames)
 		}
 		if err != nil {
-			c.nc.Close() // also ends the reader, if it still runs
+			if !c.linger.Load() {
+				c.nc.Close() // also ends the reader, if it still runs
+			}
 			return
 		}
 	}
+}
+
+// lingerTimeout and lingerMaxBytes bound how long and how much lingerClose
+// reads from a client before closing.
+const (
+	lingerTimeout  = 500 * time.Millisecond
+	lingerMaxBytes = 4 << 20
+)
+
+// lingerClose ends a connection whose reader stopped with the client's
+// input unread (a protocol error, the query buffer limit). Closing a socket
+// with unread input makes the kernel reset the connection, and a reset
+// throws away the replies still on their way to the client: the replies to
+// the commands before the bad one, which Redis writes. So it first sends
+// FIN after what was written, then reads and discards what the client
+// still sends until the client closes, lingerTimeout passes or
+// lingerMaxBytes are read; serve closes the socket after.
+func (c *conn) lingerClose() {
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	io.Copy(io.Discard, io.LimitReader(c.nc, lingerMaxBytes))
 }
 
 // closeIfSlow closes the connection as soon as its outbox fails as a slow
