@@ -8,12 +8,12 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// applyBatch collects the writes of one FSM ApplyBatch and commits them to
+// applyBatch collects the writes of one FSM checkpoint and commits them to
 // Pebble in one batch, sorted by key.
 //
 // The order matters for speed: Pebble inserts a batch into its memtable (a
 // skiplist) in batch order, and an insert just after the previous one is
-// nearly free while a random one walks the whole list. Publishes to many
+// nearly free while a random one walks the whole list. Checkpoints of many
 // channels interleave their keys; sorted, each channel's new messages, its
 // trimmed ones and the metas come out as runs. Writes to one key keep
 // their order, so the result is the same as applying
@@ -32,9 +32,6 @@ type batchOp struct {
 	key, value []byte
 	order      int // position in the batch: ties in the sort keep it
 	del        bool
-	// fresh marks a set of a key that did not exist before this batch:
-	// if the batch also deletes it, neither write needs to reach Pebble.
-	fresh bool
 }
 
 func newApplyBatch(db *pebble.DB) *applyBatch { return &applyBatch{db: db} }
@@ -42,9 +39,6 @@ func newApplyBatch(db *pebble.DB) *applyBatch { return &applyBatch{db: db} }
 // set writes k = v. The batch keeps k and v: the caller must not change
 // them.
 func (w *applyBatch) set(k, v []byte) { w.add(batchOp{key: k, value: v}) }
-
-// setFresh writes k = v for a key that did not exist before this batch.
-func (w *applyBatch) setFresh(k, v []byte) { w.add(batchOp{key: k, value: v, fresh: true}) }
 
 // delete deletes k.
 func (w *applyBatch) delete(k []byte) { w.add(batchOp{key: k, del: true}) }
@@ -55,6 +49,19 @@ func (w *applyBatch) add(op batchOp) {
 	if w.idx != nil {
 		writeOp(w.idx, op)
 	}
+}
+
+// empty reports whether the batch holds no writes.
+func (w *applyBatch) empty() bool { return len(w.ops) == 0 }
+
+// reset drops the batch's writes.
+func (w *applyBatch) reset() {
+	if w.idx != nil {
+		w.idx.Close()
+		w.idx = nil
+	}
+	clear(w.ops)
+	w.ops = w.ops[:0]
 }
 
 // reader returns a view of the database with this batch's writes applied.
@@ -70,10 +77,6 @@ func (w *applyBatch) reader() pebble.Reader {
 
 // commit writes the batch to Pebble without syncing, and releases it.
 func (w *applyBatch) commit() error {
-	if w.idx != nil {
-		w.idx.Close()
-		w.idx = nil
-	}
 	slices.SortFunc(w.ops, func(a, b batchOp) int {
 		if c := bytes.Compare(a.key, b.key); c != 0 {
 			return c
@@ -87,20 +90,15 @@ func (w *applyBatch) commit() error {
 	b := w.db.NewBatchWithSize(size)
 	defer b.Close()
 	for i := 0; i < len(w.ops); {
-		// Of the writes to one key only the last counts, unless the key
-		// was created in this batch and its last write deletes it: then
-		// none does.
+		// Of the writes to one key only the last counts.
 		j := i + 1
 		for j < len(w.ops) && bytes.Equal(w.ops[j].key, w.ops[i].key) {
 			j++
 		}
-		if last := w.ops[j-1]; !(last.del && w.ops[i].fresh) {
-			writeOp(b, last)
-		}
+		writeOp(b, w.ops[j-1])
 		i = j
 	}
-	clear(w.ops)
-	w.ops = w.ops[:0]
+	w.reset()
 	return b.Commit(pebble.NoSync)
 }
 

@@ -7,9 +7,9 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// TestApplyBatchSemantics checks that sorting and collapsing an apply's
+// TestApplyBatchSemantics checks that sorting and collapsing a checkpoint's
 // writes leaves the database as applying them one by one would, and that
-// reads in the middle of an apply see the writes before them.
+// reads in the middle of a checkpoint's batch see the writes before them.
 func TestApplyBatchSemantics(t *testing.T) {
 	db, err := openPebble(t.TempDir(), nil)
 	if err != nil {
@@ -29,9 +29,9 @@ func TestApplyBatchSemantics(t *testing.T) {
 	w.delete(k("b"))
 	w.delete(k("c")) // existed: deleted then set again
 	w.set(k("c"), []byte("new"))
-	w.setFresh(k("d"), []byte("gone")) // created and deleted in the batch
+	w.set(k("d"), []byte("gone")) // created and deleted in the batch
 	w.delete(k("d"))
-	w.setFresh(k("e"), []byte("1")) // created, overwritten
+	w.set(k("e"), []byte("1")) // created, overwritten
 	w.set(k("e"), []byte("2"))
 
 	// A read in the middle sees the writes so far...

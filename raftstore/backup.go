@@ -35,10 +35,14 @@ const restoreIndexGap = 1 << 32
 
 // Backup writes a consistent copy of this node's channel state (every
 // channel's sequence, epoch and retained history, and the retention policy
-// in force) to w, and returns the log index it reflects. It reads a Pebble
-// snapshot: the node keeps serving meanwhile.
+// in force) to w, and returns the log index it reflects. It writes a
+// checkpoint and reads a Pebble snapshot of it: the node keeps serving
+// meanwhile.
 func (s *Store) Backup(w io.Writer) (uint64, error) {
+	s.fsm.mu.Lock()
+	s.fsm.checkpoint()
 	snap := s.db.NewSnapshot()
+	s.fsm.mu.Unlock()
 	defer snap.Close()
 	v, closer, err := snap.Get(fsmAppliedKey)
 	if errors.Is(err, pebble.ErrNotFound) {

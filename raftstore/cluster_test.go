@@ -188,9 +188,13 @@ func publish(ctx context.Context, n *testNode, channel, payload string) (broker.
 	return r[0], nil
 }
 
-// stateDump returns every FSM key and value of a node, as a string.
+// stateDump returns every FSM key and value of a node, as a string, after a
+// checkpoint has written the whole applied state to Pebble.
 func stateDump(t testing.TB, s *Store) string {
 	t.Helper()
+	if s.fsm != nil {
+		s.fsm.checkpointNow()
+	}
 	lower := []byte{prefixFSM}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixUpperBound(lower)})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,29 +19,48 @@ import (
 // It is part of the state machine: every node must use the same value.
 const expireBatchLimit = 1000
 
-// fsm applies committed log entries to the channel state in Pebble and hands
-// each message to the broker for local fan-out.
-//
-// hashicorp/raft calls ApplyBatch, Snapshot and Restore from one goroutine,
-// so the fields below "owned by the apply goroutine" need no lock. Readers on
-// other goroutines (history, channel info) read Pebble directly: the state
-// and the applied index are committed in one batch, so any Pebble iterator
-// sees a consistent state.
-type fsm struct {
-	db      *pebble.DB
-	broker  *broker.Broker
-	logger  *slog.Logger
-	observe func(time.Duration, int) // Config.ObserveApply, or nil
+// checkpointBytes is how many payload bytes of retained messages the state
+// machine holds in memory, not yet in Pebble, before it writes a checkpoint
+// whatever the interval.
+const checkpointBytes = 64 << 20
 
-	// Owned by the apply goroutine.
+// fsm applies committed log entries to the channel state and hands each
+// message to the broker for local fan-out.
+//
+// The state is in memory (every channel's meta, and the retained messages
+// applied since the last checkpoint) and in Pebble (everything up to the
+// last checkpoint, with that checkpoint's applied index, in one batch).
+// Checkpoints are written every checkpointEvery and before a snapshot; a
+// message published and trimmed between two checkpoints never reaches
+// Pebble. Nothing is lost between checkpoints: the Raft log holds every
+// entry after the last one, and a restarted node applies them again. Raft
+// drops log entries only after a snapshot, which writes a checkpoint first.
+//
+// hashicorp/raft calls ApplyBatch, Snapshot and Restore from one goroutine;
+// it changes the state holding mu. Readers on other goroutines (history,
+// channel info, backups) hold mu to read the in-memory state and open their
+// Pebble iterators, so both come from the same point in the log.
+type fsm struct {
+	db              *pebble.DB
+	broker          *broker.Broker
+	logger          *slog.Logger
+	observe         func(time.Duration, int) // Config.ObserveApply, or nil
+	checkpointEvery time.Duration            // Config.CheckpointInterval; 0: after every batch
+
+	mu sync.RWMutex
+	// Guarded by mu; changed by the apply goroutine only, except that
+	// checkpointNow may write a checkpoint from another goroutine.
 	metas        map[chanKey]*channelMeta
 	policy       Policy
 	policyGen    uint64
 	applied      uint64
-	lastTs       int64 // leader time of the last applied entry; never decreases
-	nextDeadline int64 // no expiry index entry is earlier than this
-	dirty        []dirtyMeta
-	batch        *applyBatch // the writes of the ApplyBatch in progress
+	lastTs       int64       // leader time of the last applied entry; never decreases
+	nextDeadline int64       // no expiry index entry is earlier than this
+	dirty        []dirtyMeta // channels changed since the last checkpoint
+	batch        *applyBatch // writes since the last checkpoint, besides the dirty channels'
+	unwritten    int64       // payload bytes in the channels' tails
+	checkpointAt time.Time   // when the last checkpoint was written
+	persisted    uint64      // the applied index of the last checkpoint
 
 	// Copies for other goroutines, updated after each applied batch.
 	appliedIndex     atomic.Uint64
@@ -58,11 +78,16 @@ func newFSM(db *pebble.DB, b *broker.Broker, logger *slog.Logger) (*fsm, error) 
 	return f, nil
 }
 
-// load reads the FSM's state from Pebble into memory.
+// load reads the FSM's state from Pebble into memory, dropping whatever the
+// memory held that the last checkpoint did not.
 func (f *fsm) load() error {
 	f.metas = make(map[chanKey]*channelMeta)
 	f.policy = DefaultPolicy()
 	f.applied, f.lastTs = 0, 0
+	f.batch.reset()
+	clear(f.dirty)
+	f.dirty = f.dirty[:0]
+	f.unwritten = 0
 	if v, closer, err := f.db.Get(fsmAppliedKey); err == nil {
 		if len(v) != 16 {
 			closer.Close()
@@ -85,6 +110,8 @@ func (f *fsm) load() error {
 		return fmt.Errorf("load fsm: %w", err)
 	}
 	f.policyGen++
+	f.persisted = f.applied
+	f.checkpointAt = time.Now()
 	if err := f.loadMetas(); err != nil {
 		return err
 	}
@@ -111,6 +138,7 @@ func (f *fsm) loadMetas() error {
 			return fmt.Errorf("load channel %q: %w", key.name, err)
 		}
 		m.prefix = channelPrefix(key)
+		m.storedFirst, m.storedLast = m.firstSeq, m.lastSeq // none if count is 0
 		f.metas[key] = m
 		// Skip this channel's messages.
 		valid = it.SeekGE(append(append([]byte(nil), m.prefix...), chanMsg+1))
@@ -154,16 +182,16 @@ type outcome struct {
 	existed bool
 }
 
-// ApplyBatch implements raft.BatchingFSM. It applies the entries to one
-// Pebble batch and commits it together with the applied index, then fans
-// the messages out in log order, and returns each entry's *applyResult.
-// Entries at or below the applied index (replayed after a restart) are
-// skipped.
+// ApplyBatch implements raft.BatchingFSM. It applies the entries in
+// memory, writes a checkpoint if one is due, then fans the messages out in
+// log order, and returns each entry's *applyResult. Entries at or below the
+// applied index (replayed after a restart) are skipped.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	resps := make([]interface{}, len(logs))
 	if f.observe != nil {
 		defer func(start time.Time) { f.observe(time.Since(start), len(logs)) }(time.Now())
 	}
+	f.mu.Lock()
 	b := f.batch
 	var outs []outcome
 	start := f.applied
@@ -180,9 +208,33 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.applied = l.Index
 	}
 	if f.applied == start {
+		f.mu.Unlock()
 		return resps
 	}
-	f.writeDirty(b)
+	if f.unwritten >= checkpointBytes || time.Since(f.checkpointAt) >= f.checkpointEvery {
+		f.checkpoint()
+	}
+	f.mu.Unlock()
+	f.deliver(outs, resps)
+	f.share()
+	return resps
+}
+
+// checkpoint writes what changed since the last checkpoint to Pebble, with
+// the applied index, in one batch. The caller holds mu for writing.
+func (f *fsm) checkpoint() {
+	b := f.batch
+	if f.applied == f.persisted && len(f.dirty) == 0 && b.empty() {
+		return
+	}
+	for _, d := range f.dirty {
+		d.m.dirty = false
+		if f.metas[d.key] == d.m { // not forgotten meanwhile
+			f.writeChannel(b, d.key, d.m)
+		}
+	}
+	clear(f.dirty)
+	f.dirty = f.dirty[:0]
 	var v [16]byte
 	binary.BigEndian.PutUint64(v[:8], f.applied)
 	binary.BigEndian.PutUint64(v[8:], uint64(f.lastTs))
@@ -190,13 +242,36 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 	// NoSync: the Raft log is synced, and entries above the durable applied
 	// index are applied again after a crash.
 	if err := b.commit(); err != nil {
-		// The in-memory state is ahead of the disk: continuing would
-		// diverge from the other nodes.
+		// The disk is behind the memory and cannot catch up: continuing
+		// would let Raft drop log entries the disk does not reflect.
 		panic(fmt.Sprintf("raftstore: commit applied state: %v", err))
 	}
-	f.deliver(outs, resps)
-	f.share()
-	return resps
+	f.persisted = f.applied
+	f.unwritten = 0
+	f.checkpointAt = time.Now()
+}
+
+// writeChannel adds to b a channel's changes since the last checkpoint: its
+// trimmed messages go, its new retained ones and its meta are written.
+func (f *fsm) writeChannel(b *applyBatch, key chanKey, m *channelMeta) {
+	for seq := m.storedFirst; seq <= min(m.storedLast, m.firstSeq-1); seq++ {
+		b.delete(msgKey(m.prefix, seq))
+	}
+	for _, t := range m.tail {
+		b.set(msgKey(m.prefix, t.seq), encodeMsgValue(t.ts, t.payload))
+	}
+	// Readers may hold the old tail: leave its array alone.
+	m.tail = nil
+	m.storedFirst, m.storedLast = m.firstSeq, m.lastSeq // none if count is 0
+	b.set(metaKey(key), m.encode())
+}
+
+// checkpointNow writes a checkpoint from any goroutine, so that Pebble holds
+// the whole applied state (a backup; a clean shutdown; tests).
+func (f *fsm) checkpointNow() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.checkpoint()
 }
 
 // applyCommand applies one command entry to b.
@@ -275,17 +350,18 @@ func (f *fsm) applyPublish(b *applyBatch, p broker.Publish, now int64, index uin
 		if m.count == 0 {
 			m.oldestTs = now
 		}
-		b.setFresh(msgKey(m.prefix, m.lastSeq), encodeMsgValue(now, p.Payload))
+		m.tail = append(m.tail, tailMsg{seq: m.lastSeq, ts: now, payload: p.Payload})
+		f.unwritten += size
 		if len(m.oldest) == int(m.count) && len(m.oldest) < oldestCap {
 			// The cache holds every retained message: keep it so.
 			m.oldest = append(m.oldest, msgStat{ts: now, size: size})
 		}
 		m.count++
 		m.bytes += size
-		f.trim(b, m, r.MaxCount, r.MaxBytes)
+		f.trim(m, r.MaxCount, r.MaxBytes)
 	} else {
 		// Not retained. Older messages go too: history never has a hole.
-		f.trim(b, m, 0, 0)
+		f.trim(m, 0, 0)
 	}
 	f.schedule(b, key, m)
 	f.touch(key, m)
@@ -297,9 +373,9 @@ func (f *fsm) applyPublish(b *applyBatch, p broker.Publish, now int64, index uin
 
 // trim drops the oldest retained messages until at most maxCount remain
 // and, if maxBytes > 0, their payloads total at most maxBytes.
-func (f *fsm) trim(b *applyBatch, m *channelMeta, maxCount int, maxBytes int64) {
+func (f *fsm) trim(m *channelMeta, maxCount int, maxBytes int64) {
 	for m.count > 0 && (m.count > uint64(maxCount) || (maxBytes > 0 && m.bytes > maxBytes)) {
-		f.dropOldest(b, m)
+		f.dropOldest(m)
 	}
 	if m.count == 0 {
 		m.firstSeq = m.lastSeq + 1
@@ -309,42 +385,34 @@ func (f *fsm) trim(b *applyBatch, m *channelMeta, maxCount int, maxBytes int64) 
 }
 
 // peekOldest returns the time and size of the oldest retained message.
-func (f *fsm) peekOldest(b *applyBatch, m *channelMeta) msgStat {
+func (f *fsm) peekOldest(m *channelMeta) msgStat {
 	if len(m.oldest) == 0 {
-		fillOldest(b.reader(), m)
+		fillOldest(f.db, m)
 	}
 	return m.oldest[0]
 }
 
-// dropOldest deletes the oldest retained message.
-func (f *fsm) dropOldest(b *applyBatch, m *channelMeta) {
-	st := f.peekOldest(b, m)
+// dropOldest drops the oldest retained message: from the tail if it is
+// there, else from Pebble at the next checkpoint.
+func (f *fsm) dropOldest(m *channelMeta) {
+	st := f.peekOldest(m)
 	m.oldest = m.oldest[1:]
-	b.delete(msgKey(m.prefix, m.firstSeq))
+	if len(m.tail) > 0 && m.tail[0].seq == m.firstSeq {
+		f.unwritten -= st.size
+		m.tail = m.tail[1:] // readers may hold the tail: no write to its array
+	}
 	m.firstSeq++
 	m.count--
 	m.bytes -= st.size
 }
 
-// touch marks a channel's meta to be written when the batch is committed:
-// once, however many of the batch's messages changed it.
+// touch marks a channel to be written at the next checkpoint: once,
+// however many messages changed it meanwhile.
 func (f *fsm) touch(key chanKey, m *channelMeta) {
 	if !m.dirty {
 		m.dirty = true
 		f.dirty = append(f.dirty, dirtyMeta{key, m})
 	}
-}
-
-// writeDirty writes the metas the batch changed.
-func (f *fsm) writeDirty(b *applyBatch) {
-	for _, d := range f.dirty {
-		d.m.dirty = false
-		if f.metas[d.key] == d.m { // not forgotten meanwhile
-			b.set(metaKey(d.key), d.m.encode())
-		}
-	}
-	clear(f.dirty)
-	f.dirty = f.dirty[:0]
 }
 
 // deadline returns when the channel next needs attention: its oldest
@@ -443,15 +511,15 @@ func (f *fsm) expireChannel(b *applyBatch, key chanKey, m *channelMeta, now int6
 	if r.MaxAge > 0 {
 		cutoff := now - r.MaxAge.Milliseconds()
 		for m.count > 0 {
-			if st := f.peekOldest(b, m); st.ts > cutoff {
+			if st := f.peekOldest(m); st.ts > cutoff {
 				m.oldestTs = st.ts
 				break
 			}
-			f.dropOldest(b, m)
+			f.dropOldest(m)
 		}
 	}
 	// Limits may have tightened since the last publish (a policy change).
-	f.trim(b, m, r.MaxCount, r.MaxBytes)
+	f.trim(m, r.MaxCount, r.MaxBytes)
 	if m.count == 0 && f.policy.IdleTTL > 0 && m.lastPub+f.policy.IdleTTL.Milliseconds() <= now {
 		f.forget(b, key, m)
 		return
@@ -462,7 +530,10 @@ func (f *fsm) expireChannel(b *applyBatch, key chanKey, m *channelMeta, now int6
 
 // forget drops a channel's state; its next publish starts a new epoch.
 func (f *fsm) forget(b *applyBatch, key chanKey, m *channelMeta) {
-	f.trim(b, m, 0, 0)
+	f.trim(m, 0, 0)
+	for seq := m.storedFirst; seq <= m.storedLast; seq++ {
+		b.delete(msgKey(m.prefix, seq))
+	}
 	if m.indexed != 0 {
 		b.delete(expiryKey(m.indexed, key))
 	}

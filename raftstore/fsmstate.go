@@ -113,7 +113,22 @@ type channelMeta struct {
 	ruleGen uint64 // policy generation rule was computed for
 	rule    Rule
 	oldest  []msgStat // the oldest retained messages, from firstSeq on; at most oldestCap, maybe fewer than count
-	dirty   bool      // changed in the batch being applied; written once at its end
+	dirty   bool      // changed since the last checkpoint
+
+	// The retained messages are those from firstSeq to lastSeq. Those up
+	// to storedLast are in Pebble (as of the last checkpoint: Pebble also
+	// holds storedFirst up to firstSeq-1, trimmed since); the tail holds
+	// the rest, in order. An element of tail is never changed once
+	// appended: readers copy the slice and read it without the lock.
+	storedFirst, storedLast uint64 // none stored when storedFirst > storedLast
+	tail                    []tailMsg
+}
+
+// tailMsg is a retained message not yet written to Pebble.
+type tailMsg struct {
+	seq     uint64
+	ts      int64
+	payload []byte
 }
 
 // oldestCap bounds each channel's in-memory cache of its oldest retained
@@ -196,26 +211,35 @@ func decodeMsgValue(v []byte) (ts int64, payload []byte, err error) {
 }
 
 // fillOldest loads the times and sizes of up to oldestCap of a channel's
-// oldest retained messages, seeing the writes of the batch being built.
+// oldest retained messages, from Pebble (r holds the last checkpoint) and
+// the tail.
 func fillOldest(r pebble.Reader, m *channelMeta) {
-	lower := msgKey(m.prefix, m.firstSeq)
-	upper := append(append([]byte(nil), m.prefix...), chanMsg+1)
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		panic(fmt.Sprintf("raftstore: read retained messages: %v", err))
-	}
-	defer it.Close()
 	m.oldest = m.oldest[:0]
-	for valid := it.First(); valid && len(m.oldest) < oldestCap; valid = it.Next() {
-		v, err := it.ValueAndErr()
+	if from := max(m.firstSeq, m.storedFirst); from <= m.storedLast {
+		it, err := r.NewIter(&pebble.IterOptions{LowerBound: msgKey(m.prefix, from), UpperBound: msgKey(m.prefix, m.storedLast+1)})
 		if err != nil {
 			panic(fmt.Sprintf("raftstore: read retained messages: %v", err))
 		}
-		ts, payload, err := decodeMsgValue(v)
-		if err != nil {
+		for valid := it.First(); valid && len(m.oldest) < oldestCap; valid = it.Next() {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				panic(fmt.Sprintf("raftstore: read retained messages: %v", err))
+			}
+			ts, payload, err := decodeMsgValue(v)
+			if err != nil {
+				panic(fmt.Sprintf("raftstore: read retained messages: %v", err))
+			}
+			m.oldest = append(m.oldest, msgStat{ts: ts, size: int64(len(payload))})
+		}
+		if err := it.Close(); err != nil {
 			panic(fmt.Sprintf("raftstore: read retained messages: %v", err))
 		}
-		m.oldest = append(m.oldest, msgStat{ts: ts, size: int64(len(payload))})
+	}
+	for _, t := range m.tail {
+		if len(m.oldest) == oldestCap {
+			break
+		}
+		m.oldest = append(m.oldest, msgStat{ts: t.ts, size: int64(len(t.payload))})
 	}
 	if len(m.oldest) == 0 {
 		panic(fmt.Sprintf("raftstore: channel %q counts %d retained messages from %d but has none", m.prefix, m.count, m.firstSeq))

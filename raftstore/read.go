@@ -8,23 +8,19 @@ import (
 	"github.com/herald-broker/herald/broker"
 )
 
-// History implements broker.Log. It reads this node's applied state through
-// one Pebble iterator, so the channel's meta and messages come from the same
-// point in the log.
+// History implements broker.Log. It reads this node's applied state: the
+// channel's meta and the messages of its tail from memory, older messages
+// through a Pebble iterator opened at the same point in the log.
 func (s *Store) History(ns broker.Namespace, channel string, q broker.HistoryQuery) (broker.History, error) {
-	prefix := channelPrefix(chanKey{ns, channel})
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixUpperBound(prefix)})
-	if err != nil {
-		return broker.History{}, fmt.Errorf("read history of %q: %w", channel, err)
-	}
-	defer it.Close()
-	mk := append(append([]byte(nil), prefix...), chanMeta)
-	if !it.SeekGE(mk) || string(it.Key()) != string(mk) {
-		return broker.History{}, it.Error()
-	}
-	m, err := decodeMeta(it.Value())
-	if err != nil {
-		return broker.History{}, fmt.Errorf("read history of %q: %w", channel, err)
+	return s.fsm.history(chanKey{ns, channel}, q)
+}
+
+func (f *fsm) history(key chanKey, q broker.HistoryQuery) (broker.History, error) {
+	f.mu.RLock()
+	m := f.metas[key]
+	if m == nil {
+		f.mu.RUnlock()
+		return broker.History{}, nil
 	}
 	h := broker.History{Epoch: m.epoch, First: m.firstSeq, Last: m.lastSeq}
 	start, limit := q.After+1, q.Limit
@@ -38,44 +34,62 @@ func (s *Store) History(ns broker.Namespace, channel string, q broker.HistoryQue
 		}
 	}
 	start = max(start, m.firstSeq)
-	for valid := it.SeekGE(msgKey(prefix, start)); valid && (limit == 0 || len(h.Messages) < limit); valid = it.Next() {
-		k := it.Key()
-		if len(k) != len(prefix)+9 || k[len(prefix)] != chanMsg {
-			return h, fmt.Errorf("read history of %q: unexpected key %q", channel, k)
+	prefix, storedLast, tail := m.prefix, m.storedLast, m.tail
+	var it *pebble.Iterator
+	var err error
+	if start <= storedLast {
+		it, err = f.db.NewIter(&pebble.IterOptions{LowerBound: msgKey(prefix, start), UpperBound: msgKey(prefix, storedLast+1)})
+	}
+	f.mu.RUnlock()
+	if err != nil {
+		return broker.History{}, fmt.Errorf("read history of %q: %w", key.name, err)
+	}
+	full := func() bool { return limit > 0 && len(h.Messages) >= limit }
+	if it != nil {
+		defer it.Close()
+		for valid := it.First(); valid && !full(); valid = it.Next() {
+			k := it.Key()
+			if len(k) != len(prefix)+9 || k[len(prefix)] != chanMsg {
+				return h, fmt.Errorf("read history of %q: unexpected key %q", key.name, k)
+			}
+			v, err := it.ValueAndErr()
+			if err != nil {
+				return h, fmt.Errorf("read history of %q: %w", key.name, err)
+			}
+			ts, payload, err := decodeMsgValue(v)
+			if err != nil {
+				return h, fmt.Errorf("read history of %q: %w", key.name, err)
+			}
+			h.Messages = append(h.Messages, &broker.Message{
+				Namespace: key.ns, Channel: key.name, Payload: append([]byte(nil), payload...),
+				Epoch: h.Epoch, Seq: binary.BigEndian.Uint64(k[len(prefix)+1:]), Time: ts,
+			})
 		}
-		seq := binary.BigEndian.Uint64(k[len(prefix)+1:])
-		if seq > m.lastSeq {
+		if err := it.Error(); err != nil {
+			return h, fmt.Errorf("read history of %q: %w", key.name, err)
+		}
+	}
+	for _, t := range tail {
+		if full() {
 			break
 		}
-		v, err := it.ValueAndErr()
-		if err != nil {
-			return h, fmt.Errorf("read history of %q: %w", channel, err)
+		if t.seq >= start {
+			h.Messages = append(h.Messages, &broker.Message{
+				Namespace: key.ns, Channel: key.name, Payload: t.payload,
+				Epoch: h.Epoch, Seq: t.seq, Time: t.ts,
+			})
 		}
-		ts, payload, err := decodeMsgValue(v)
-		if err != nil {
-			return h, fmt.Errorf("read history of %q: %w", channel, err)
-		}
-		h.Messages = append(h.Messages, &broker.Message{
-			Namespace: ns, Channel: channel, Payload: append([]byte(nil), payload...),
-			Epoch: m.epoch, Seq: seq, Time: ts,
-		})
 	}
-	return h, it.Error()
+	return h, nil
 }
 
 // Info implements broker.Log.
 func (s *Store) Info(ns broker.Namespace, channel string) (broker.ChannelInfo, error) {
-	v, closer, err := s.db.Get(metaKey(chanKey{ns, channel}))
-	if err == pebble.ErrNotFound {
-		return broker.ChannelInfo{}, nil
+	f := s.fsm
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if m := f.metas[chanKey{ns, channel}]; m != nil {
+		return m.info(), nil
 	}
-	if err != nil {
-		return broker.ChannelInfo{}, fmt.Errorf("read channel %q: %w", channel, err)
-	}
-	defer closer.Close()
-	m, err := decodeMeta(v)
-	if err != nil {
-		return broker.ChannelInfo{}, fmt.Errorf("read channel %q: %w", channel, err)
-	}
-	return m.info(), nil
+	return broker.ChannelInfo{}, nil
 }

@@ -29,10 +29,13 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // restoreBatchBytes is how much a restore writes per Pebble batch.
 const restoreBatchBytes = 4 << 20
 
-// Snapshot implements raft.FSM. It first makes the applied state durable,
-// since Raft may drop the log up to this snapshot's index, and then pins a
-// Pebble snapshot for Persist to stream from.
+// Snapshot implements raft.FSM. It first writes a checkpoint and makes it
+// durable, since Raft may drop the log up to this snapshot's index, and
+// then pins a Pebble snapshot for Persist to stream from.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.checkpoint()
 	if err := f.db.LogData(nil, pebble.Sync); err != nil {
 		return nil, fmt.Errorf("sync state before snapshot: %w", err)
 	}
@@ -106,6 +109,8 @@ func (s *fsmSnapshot) Release() { s.snap.Close() }
 // state it does not have.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	crc := crc32.New(crcTable)
 	br := bufio.NewReaderSize(rc, 256<<10)
 	r := &crcReader{r: br, crc: crc}

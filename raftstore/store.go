@@ -35,6 +35,7 @@ const (
 	DefaultMaxBatchBytes    = 4 << 20
 	DefaultMaxInflight      = 16
 	DefaultTickInterval     = time.Second
+	DefaultCheckpoint       = 250 * time.Millisecond
 )
 
 // Config configures a Store. The zero value of each field means its
@@ -87,6 +88,12 @@ type Config struct {
 	// TickInterval is how often the leader checks for expired history when
 	// nothing is published. Default 1s.
 	TickInterval time.Duration
+	// CheckpointInterval is how often the state machine writes the state
+	// it has applied to Pebble. Between checkpoints the newest state is in
+	// memory and in the Raft log, from which a restarted node applies it
+	// again; a message published and trimmed between two checkpoints is
+	// never written to Pebble. Default 250ms.
+	CheckpointInterval time.Duration
 	// LeaderPoll is how often a node waiting for a leader looks again, on
 	// top of Raft's leader notifications. Default 50ms.
 	LeaderPoll time.Duration
@@ -132,6 +139,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TickInterval <= 0 {
 		c.TickInterval = DefaultTickInterval
+	}
+	if c.CheckpointInterval <= 0 {
+		c.CheckpointInterval = DefaultCheckpoint
 	}
 	if c.LeaderPoll <= 0 {
 		c.LeaderPoll = 50 * time.Millisecond
@@ -227,6 +237,7 @@ func (s *Store) open(b *broker.Broker) error {
 		return err
 	}
 	s.fsm.observe = cfg.ObserveApply
+	s.fsm.checkpointEvery = cfg.CheckpointInterval
 
 	ln := cfg.Listener
 	if ln == nil {
@@ -604,6 +615,11 @@ func (s *Store) Close() error {
 			}
 		}
 		s.wg.Wait()
+		if s.fsm != nil && s.raft != nil {
+			// Raft has stopped applying: leave nothing for the next
+			// start to apply again.
+			s.fsm.checkpointNow()
+		}
 		for {
 			select {
 			case r := <-s.queue:
