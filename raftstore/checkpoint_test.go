@@ -136,3 +136,36 @@ func dumpHistory(t *testing.T, f *fsm, ch string, q broker.HistoryQuery) string 
 	}
 	return b.String()
 }
+
+// TestCheckpointEarly checks the bounds that write a checkpoint before its
+// interval: the payload bytes held in the tails, and the channels changed.
+func TestCheckpointEarly(t *testing.T) {
+	f := newBareFSM(t)
+	f.checkpointEvery = time.Hour
+	f.maxUnwritten, f.maxDirty = 100, 3
+	index := uint64(0)
+	apply := func(channel string, size int) {
+		t.Helper()
+		index++
+		data := encodePublish([]broker.Publish{{Channel: channel, Payload: make([]byte, size)}})
+		stamp(data, 1000)
+		f.ApplyBatch([]*raft.Log{{Index: index, Term: 1, Type: raft.LogCommand, Data: data}})
+	}
+	apply("a", 99)
+	if f.persisted != 0 {
+		t.Fatalf("checkpoint at 99 bytes in the tails (limit 100): persisted index %d", f.persisted)
+	}
+	apply("a", 1)
+	if f.persisted != index {
+		t.Fatalf("no checkpoint at 100 bytes in the tails: persisted index %d, applied %d", f.persisted, index)
+	}
+	apply("a", 0)
+	apply("b", 0)
+	if f.persisted != index-2 {
+		t.Fatalf("checkpoint with 2 channels changed (limit 3): persisted index %d, applied %d", f.persisted, index)
+	}
+	apply("c", 0)
+	if f.persisted != index {
+		t.Fatalf("no checkpoint with 3 channels changed: persisted index %d, applied %d", f.persisted, index)
+	}
+}

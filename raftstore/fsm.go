@@ -19,10 +19,13 @@ import (
 // It is part of the state machine: every node must use the same value.
 const expireBatchLimit = 1000
 
-// checkpointBytes is how many payload bytes of retained messages the state
-// machine holds in memory, not yet in Pebble, before it writes a checkpoint
-// whatever the interval.
-const checkpointBytes = 64 << 20
+// A checkpoint is written early, whatever the interval, once the tails hold
+// checkpointBytes of payload or checkpointChannels channels have changed:
+// they bound the memory the tails take and the size of one checkpoint.
+const (
+	checkpointBytes    = 64 << 20
+	checkpointChannels = 1 << 14
+)
 
 // fsm applies committed log entries to the channel state and hands each
 // message to the broker for local fan-out.
@@ -46,6 +49,8 @@ type fsm struct {
 	logger          *slog.Logger
 	observe         func(time.Duration, int) // Config.ObserveApply, or nil
 	checkpointEvery time.Duration            // Config.CheckpointInterval; 0: after every batch
+	maxUnwritten    int64                    // checkpointBytes
+	maxDirty        int                      // checkpointChannels
 
 	mu sync.RWMutex
 	// Guarded by mu; changed by the apply goroutine only, except that
@@ -71,7 +76,7 @@ type fsm struct {
 }
 
 func newFSM(db *pebble.DB, b *broker.Broker, logger *slog.Logger) (*fsm, error) {
-	f := &fsm{db: db, broker: b, logger: logger, batch: newApplyBatch(db)}
+	f := &fsm{db: db, broker: b, logger: logger, batch: newApplyBatch(db), maxUnwritten: checkpointBytes, maxDirty: checkpointChannels}
 	if err := f.load(); err != nil {
 		return nil, err
 	}
@@ -211,7 +216,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []interface{} {
 		f.mu.Unlock()
 		return resps
 	}
-	if f.unwritten >= checkpointBytes || time.Since(f.checkpointAt) >= f.checkpointEvery {
+	if f.unwritten >= f.maxUnwritten || len(f.dirty) >= f.maxDirty || time.Since(f.checkpointAt) >= f.checkpointEvery {
 		f.checkpoint()
 	}
 	f.mu.Unlock()
