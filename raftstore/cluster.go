@@ -22,7 +22,10 @@ type Status struct {
 	CommitIndex  uint64
 	AppliedIndex uint64
 	LastLogIndex uint64
-	Nodes        []Node
+	// CheckpointIndex is the applied index of the state machine's last
+	// checkpoint in Pebble: a restart applies the entries after it again.
+	CheckpointIndex uint64
+	Nodes           []Node
 }
 
 // Node is one member of the cluster configuration.
@@ -44,6 +47,8 @@ func (s *Store) Status() Status {
 		CommitIndex:  s.raft.CommitIndex(),
 		AppliedIndex: s.raft.AppliedIndex(),
 		LastLogIndex: s.raft.LastIndex(),
+
+		CheckpointIndex: s.fsm.persistedIndex.Load(),
 	}
 	if f := s.raft.GetConfiguration(); f.Error() == nil {
 		for _, srv := range f.Configuration().Servers {

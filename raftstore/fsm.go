@@ -44,13 +44,14 @@ const (
 // channel info, backups) hold mu to read the in-memory state and open their
 // Pebble iterators, so both come from the same point in the log.
 type fsm struct {
-	db              *pebble.DB
-	broker          *broker.Broker
-	logger          *slog.Logger
-	observe         func(time.Duration, int) // Config.ObserveApply, or nil
-	checkpointEvery time.Duration            // Config.CheckpointInterval; 0: after every batch
-	maxUnwritten    int64                    // checkpointBytes
-	maxDirty        int                      // checkpointChannels
+	db                *pebble.DB
+	broker            *broker.Broker
+	logger            *slog.Logger
+	observe           func(time.Duration, int) // Config.ObserveApply, or nil
+	observeCheckpoint func(time.Duration, int) // Config.ObserveCheckpoint, or nil
+	checkpointEvery   time.Duration            // Config.CheckpointInterval; 0: after every batch
+	maxUnwritten      int64                    // checkpointBytes
+	maxDirty          int                      // checkpointChannels
 
 	mu sync.RWMutex
 	// Guarded by mu; changed by the apply goroutine only, except that
@@ -69,6 +70,7 @@ type fsm struct {
 
 	// Copies for other goroutines, updated after each applied batch.
 	appliedIndex     atomic.Uint64
+	persistedIndex   atomic.Uint64 // persisted, updated at each checkpoint
 	appliedTime      atomic.Int64
 	nextDeadlineCopy atomic.Int64
 	policyCopy       atomic.Pointer[Policy]
@@ -116,6 +118,7 @@ func (f *fsm) load() error {
 	}
 	f.policyGen++
 	f.persisted = f.applied
+	f.persistedIndex.Store(f.persisted)
 	f.checkpointAt = time.Now()
 	if err := f.loadMetas(); err != nil {
 		return err
@@ -232,6 +235,7 @@ func (f *fsm) checkpoint() {
 	if f.applied == f.persisted && len(f.dirty) == 0 && b.empty() {
 		return
 	}
+	start, channels := time.Now(), len(f.dirty)
 	for _, d := range f.dirty {
 		d.m.dirty = false
 		if f.metas[d.key] == d.m { // not forgotten meanwhile
@@ -252,8 +256,12 @@ func (f *fsm) checkpoint() {
 		panic(fmt.Sprintf("raftstore: commit applied state: %v", err))
 	}
 	f.persisted = f.applied
+	f.persistedIndex.Store(f.persisted)
 	f.unwritten = 0
 	f.checkpointAt = time.Now()
+	if f.observeCheckpoint != nil {
+		f.observeCheckpoint(f.checkpointAt.Sub(start), channels)
+	}
 }
 
 // writeChannel adds to b a channel's changes since the last checkpoint: its

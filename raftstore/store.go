@@ -102,6 +102,11 @@ type Config struct {
 	// it), with how long that took and how many messages it held. It runs
 	// on the proposer's goroutines and must not block. Default: none.
 	ObserveCommit func(d time.Duration, messages int)
+	// ObserveCheckpoint, if set, is called after each checkpoint of the
+	// state machine is written, with how long that took and how many
+	// channels it wrote. It runs on Raft's FSM goroutine (or the one
+	// taking a backup) and must not block. Default: none.
+	ObserveCheckpoint func(d time.Duration, channels int)
 	// ObserveApply, if set, is called after each batch of committed
 	// entries is applied to the state and fanned out on this node, with how
 	// long that took and how many entries the batch held. It runs on
@@ -238,6 +243,7 @@ func (s *Store) open(b *broker.Broker) error {
 	}
 	s.fsm.observe = cfg.ObserveApply
 	s.fsm.checkpointEvery = cfg.CheckpointInterval
+	s.fsm.observeCheckpoint = cfg.ObserveCheckpoint
 
 	ln := cfg.Listener
 	if ln == nil {

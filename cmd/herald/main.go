@@ -106,18 +106,19 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.Le
 	}
 	policy.IdleTTL = cfg.idleTTL
 	store, err := raftstore.Open(raftstore.Config{
-		DataDir:         cfg.dataDir,
-		NodeID:          cfg.nodeID,
-		RaftAddr:        cfg.raftAddr,
-		Peers:           cfg.peers,
-		Join:            cfg.join,
-		Retention:       &policy,
-		CommitTimeout:   cfg.commitTimeout,
-		ElectionTimeout: cfg.electionTimeout,
-		ObserveCommit:   m.observeCommit,
-		ObserveApply:    m.observeApply,
-		TLS:             tlsCfg.raft,
-		Logger:          logger,
+		DataDir:           cfg.dataDir,
+		NodeID:            cfg.nodeID,
+		RaftAddr:          cfg.raftAddr,
+		Peers:             cfg.peers,
+		Join:              cfg.join,
+		Retention:         &policy,
+		CommitTimeout:     cfg.commitTimeout,
+		ElectionTimeout:   cfg.electionTimeout,
+		ObserveCommit:     m.observeCommit,
+		ObserveApply:      m.observeApply,
+		ObserveCheckpoint: m.observeCheckpoint,
+		TLS:               tlsCfg.raft,
+		Logger:            logger,
 	}, b)
 	if err != nil {
 		return err

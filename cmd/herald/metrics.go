@@ -29,9 +29,10 @@ type metrics struct {
 	http   *wsbridge.Server
 	store  *raftstore.Store
 
-	commit prometheus.Histogram
-	apply  prometheus.Histogram
-	reg    *prometheus.Registry
+	commit     prometheus.Histogram
+	apply      prometheus.Histogram
+	checkpoint prometheus.Histogram
+	reg        *prometheus.Registry
 }
 
 // sample is every component's counters at one moment.
@@ -123,6 +124,8 @@ var metricTable = func() []metric {
 			value: func(s *sample) float64 { return float64(s.raft.AppliedIndex) }},
 		{name: "herald_raft_last_log_index", help: "Highest index in this node's log.", kind: gauge,
 			value: func(s *sample) float64 { return float64(s.raft.LastLogIndex) }},
+		{name: "herald_raft_checkpoint_index", help: "Applied index of the state machine's last checkpoint in Pebble; a restart applies the entries after it again.", kind: gauge,
+			value: func(s *sample) float64 { return float64(s.raft.CheckpointIndex) }},
 		{name: "herald_raft_nodes", help: "Members of the cluster configuration.", kind: gauge,
 			value: func(s *sample) float64 { return float64(len(s.raft.Nodes)) }},
 		{name: "herald_pebble_disk_bytes", help: "Pebble database on disk: sstables, WAL, manifest.", kind: gauge,
@@ -163,19 +166,25 @@ func newMetrics() *metrics {
 		}),
 		apply: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "herald_apply_seconds",
-			Help:    "Time to apply one batch of committed entries to the state and fan it out on this node.",
+			Help:    "Time to apply one batch of committed entries to the state and fan it out on this node (a checkpoint written on the way included).",
+			Buckets: latencyBuckets,
+		}),
+		checkpoint: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "herald_checkpoint_seconds",
+			Help:    "Time to write one checkpoint of the state machine to Pebble.",
 			Buckets: latencyBuckets,
 		}),
 		reg: prometheus.NewRegistry(),
 	}
-	m.reg.MustRegister(m.commit, m.apply, (*tableCollector)(m),
+	m.reg.MustRegister(m.commit, m.apply, m.checkpoint, (*tableCollector)(m),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// observeCommit and observeApply are the store's hooks.
-func (m *metrics) observeCommit(d time.Duration, _ int) { m.commit.Observe(d.Seconds()) }
-func (m *metrics) observeApply(d time.Duration, _ int)  { m.apply.Observe(d.Seconds()) }
+// observeCommit, observeApply and observeCheckpoint are the store's hooks.
+func (m *metrics) observeCommit(d time.Duration, _ int)     { m.commit.Observe(d.Seconds()) }
+func (m *metrics) observeApply(d time.Duration, _ int)      { m.apply.Observe(d.Seconds()) }
+func (m *metrics) observeCheckpoint(d time.Duration, _ int) { m.checkpoint.Observe(d.Seconds()) }
 
 // handler serves /metrics.
 func (m *metrics) handler() http.Handler {
@@ -203,7 +212,7 @@ func (m *metrics) infoFields() [][2]string {
 	for _, h := range []struct {
 		name string
 		h    prometheus.Histogram
-	}{{"commit_seconds", m.commit}, {"apply_seconds", m.apply}} {
+	}{{"commit_seconds", m.commit}, {"apply_seconds", m.apply}, {"checkpoint_seconds", m.checkpoint}} {
 		var d dto.Metric
 		if h.h.Write(&d) == nil {
 			out = append(out,

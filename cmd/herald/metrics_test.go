@@ -149,6 +149,19 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("INFO metrics commit_seconds_count = %q", info["commit_seconds_count"])
 	}
 
+	// The state machine writes a checkpoint once 250 ms have passed, at
+	// the next batch it applies.
+	waitFor(t, 10*time.Second, "a checkpoint", func() bool {
+		if _, err := cli(t, respAddr, "PUBLISH", "tick", "x"); err != nil {
+			t.Fatal(err)
+		}
+		m := scrape(t, httpAddr)
+		return m["herald_raft_checkpoint_index"] > 0 && m["herald_checkpoint_seconds_count"] > 0
+	})
+	if m := scrape(t, httpAddr); m["herald_raft_checkpoint_index"] > m["herald_raft_applied_index"] {
+		t.Errorf("checkpoint index %v past the applied index %v", m["herald_raft_checkpoint_index"], m["herald_raft_applied_index"])
+	}
+
 	// Closing the WebSocket takes it off the gauge.
 	ws.Close(websocket.StatusNormalClosure, "")
 	waitFor(t, 10*time.Second, "websocket gauge to drop", func() bool {
