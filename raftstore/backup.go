@@ -171,29 +171,13 @@ func copyRenewed(w io.Writer, hdr []byte, index uint64, r *bufio.Reader) error {
 	newHdr := append([]byte(nil), hdr...)
 	binary.BigEndian.PutUint64(newHdr[8:], index)
 	bw.Write(newHdr)
-	var lenBuf [binary.MaxVarintLen64]byte
 	for {
-		klen, err := binary.ReadUvarint(cr)
+		key, val, end, err := readRecord(cr)
 		if err != nil {
-			return fmt.Errorf("truncated backup: %w", err)
+			return fmt.Errorf("backup: %w", err)
 		}
-		if klen == 0 {
+		if end {
 			break
-		}
-		key, err := readN(cr, klen)
-		if err != nil {
-			return fmt.Errorf("truncated backup: %w", err)
-		}
-		if key[0] != prefixFSM {
-			return fmt.Errorf("key outside the state: %q", key)
-		}
-		vlen, err := binary.ReadUvarint(cr)
-		if err != nil {
-			return fmt.Errorf("truncated backup: %w", err)
-		}
-		val, err := readN(cr, vlen)
-		if err != nil {
-			return fmt.Errorf("truncated backup: %w", err)
 		}
 		if _, rest, err := parseChannelKey(key); err == nil && len(rest) == 1 && rest[0] == chanMeta {
 			m, err := decodeMeta(val)
@@ -203,10 +187,7 @@ func copyRenewed(w io.Writer, hdr []byte, index uint64, r *bufio.Reader) error {
 			m.epoch = index
 			val = m.encode()
 		}
-		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], klen)])
-		bw.Write(key)
-		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(val)))])
-		bw.Write(val)
+		writeRecord(bw, key, val)
 	}
 	var sum [4]byte
 	if _, err := io.ReadFull(r, sum[:]); err != nil {

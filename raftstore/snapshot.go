@@ -70,7 +70,6 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var lenBuf [binary.MaxVarintLen64]byte
 	for valid := it.First(); valid; valid = it.Next() {
 		if string(it.Key()) == string(fsmAppliedKey) {
 			continue
@@ -80,10 +79,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 			it.Close()
 			return err
 		}
-		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(it.Key())))])
-		bw.Write(it.Key())
-		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(v)))])
-		bw.Write(v)
+		writeRecord(bw, it.Key(), v)
 	}
 	if err := it.Close(); err != nil {
 		return err
@@ -135,27 +131,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	b := f.db.NewBatch()
 	defer func() { b.Close() }()
 	for {
-		klen, err := binary.ReadUvarint(r)
+		key, val, end, err := readRecord(r)
 		if err != nil {
 			return fmt.Errorf("restore snapshot: %w", err)
 		}
-		if klen == 0 {
+		if end {
 			break
-		}
-		key, err := readN(r, klen)
-		if err != nil {
-			return fmt.Errorf("restore snapshot: %w", err)
-		}
-		vlen, err := binary.ReadUvarint(r)
-		if err != nil {
-			return fmt.Errorf("restore snapshot: %w", err)
-		}
-		val, err := readN(r, vlen)
-		if err != nil {
-			return fmt.Errorf("restore snapshot: %w", err)
-		}
-		if len(key) == 0 || key[0] != prefixFSM {
-			return fmt.Errorf("restore snapshot: key outside the state: %q", key)
 		}
 		if err := b.Set(key, val, nil); err != nil {
 			return err
@@ -189,6 +170,41 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
 	return nil
+}
+
+// writeRecord writes one record of a snapshot stream.
+func writeRecord(w *bufio.Writer, key, val []byte) {
+	var n [binary.MaxVarintLen64]byte
+	w.Write(n[:binary.PutUvarint(n[:], uint64(len(key)))])
+	w.Write(key)
+	w.Write(n[:binary.PutUvarint(n[:], uint64(len(val)))])
+	w.Write(val)
+}
+
+// readRecord reads one record of a snapshot stream, a key of the state and
+// its value, or its end marker (end).
+func readRecord(r *crcReader) (key, val []byte, end bool, err error) {
+	klen, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("truncated: %w", err)
+	}
+	if klen == 0 {
+		return nil, nil, true, nil
+	}
+	if key, err = readN(r, klen); err != nil {
+		return nil, nil, false, fmt.Errorf("truncated: %w", err)
+	}
+	vlen, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("truncated: %w", err)
+	}
+	if val, err = readN(r, vlen); err != nil {
+		return nil, nil, false, fmt.Errorf("truncated: %w", err)
+	}
+	if key[0] != prefixFSM {
+		return nil, nil, false, fmt.Errorf("key outside the state: %q", key)
+	}
+	return key, val, false, nil
 }
 
 func readN(r io.Reader, n uint64) ([]byte, error) {
