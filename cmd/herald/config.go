@@ -80,14 +80,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.respAddr, "resp-addr", "127.0.0.1:6379", "address for Redis clients (RESP2/RESP3); loopback unless you choose otherwise")
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "address for HTTP: WebSocket, SSE, long-poll, POST /publish, the demo page, health checks")
 	fs.StringVar(&c.requirePass, "requirepass", "", "password clients must AUTH with (Redis's requirepass); empty: none")
-	fs.Func("allowed-origins", "browser `origins` besides Herald's own host that may connect: comma-separated host patterns\n(example.com, *.example.com) or scheme://host (default: own host only)", func(v string) error {
-		for _, o := range strings.Split(v, ",") {
-			if o = strings.TrimSpace(o); o != "" {
-				c.allowedOrigins = append(c.allowedOrigins, o)
-			}
-		}
-		return nil
-	})
+	fs.Func("allowed-origins", "browser `origins` besides Herald's own host that may connect: comma-separated host patterns\n(example.com, *.example.com) or scheme://host (default: own host only)", appendList(&c.allowedOrigins))
 	fs.BoolVar(&c.allowAnyOrigin, "allow-any-origin", false, "accept browsers from every origin (any site could subscribe on its visitors' behalf)")
 	fs.BoolVar(&c.allowBrowserPublish, "allow-browser-publish", false, "let browsers publish (WebSocket publish op, POST /publish from an allowed origin)")
 	fs.IntVar(&c.maxSubscriptions, "max-subscriptions", wsbridge.DefaultMaxSubscriptions, "most channels and patterns one WebSocket, SSE or long-poll connection may subscribe to")
@@ -127,14 +120,7 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve Go's profiler (/debug/pprof/) on this `address`; empty: off. Keep it on loopback")
-	fs.Func("config", "read settings from this `file` (redis.conf style: a flag name and its value per line); repeatable,\nlater files override earlier ones; the environment and flags override files", func(v string) error {
-		for _, p := range strings.Split(v, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				c.configFiles = append(c.configFiles, p)
-			}
-		}
-		return nil
-	})
+	fs.Func("config", "read settings from this `file` (redis.conf style: a flag name and its value per line); repeatable,\nlater files override earlier ones; the environment and flags override files", appendList(&c.configFiles))
 	addSecurityFlags(fs, &c.security)
 	fs.Usage = func() { usage(fs, out) }
 	return fs
@@ -276,4 +262,17 @@ func (s *size) Set(v string) error {
 	n, err := raftstore.ParseSize(v)
 	*s = size(n)
 	return err
+}
+
+// appendList returns a flag's setter that appends the comma-separated
+// items of each value to dst, blanks dropped: the flag can be repeated.
+func appendList(dst *[]string) func(string) error {
+	return func(v string) error {
+		for _, item := range strings.Split(v, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				*dst = append(*dst, item)
+			}
+		}
+		return nil
+	}
 }
