@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 )
 
 // Buffers of a WebSocket connection. net/http hands a hijacked connection
@@ -38,9 +39,18 @@ type smallBuffers struct {
 // go straight to the connection.
 type frameWriter struct {
 	conn net.Conn
+	raw  syscall.RawConn // conn's descriptor; nil if it has none (TLS)
 	mu   sync.Mutex
 	held bool
 	buf  *[]byte // while held
+}
+
+func newFrameWriter(conn net.Conn) *frameWriter {
+	w := &frameWriter{conn: conn}
+	if sc, ok := conn.(syscall.Conn); ok {
+		w.raw, _ = sc.SyscallConn()
+	}
+	return w
 }
 
 var frameBufs = sync.Pool{New: func() any { return new([]byte) }}
@@ -64,14 +74,22 @@ func (w *frameWriter) hold() {
 	w.mu.Unlock()
 }
 
-// release sends what was gathered since hold, under the connection's
-// write deadline, and stops gathering.
-func (w *frameWriter) release() error {
+// release sends what was gathered since hold, and stops gathering. It
+// sends what the socket takes at once; if that is not all, it calls wait,
+// then sends the rest under the connection's write deadline.
+func (w *frameWriter) release(wait func()) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var err error
-	if len(*w.buf) > 0 {
-		_, err = w.conn.Write(*w.buf)
+	if b := *w.buf; len(b) > 0 {
+		n := 0
+		if w.raw != nil {
+			n = writeNow(w.raw, b)
+		}
+		if n < len(b) {
+			wait()
+			_, err = w.conn.Write(b[n:])
+		}
 	}
 	if cap(*w.buf) <= 64<<10 { // a large message's buffer is not kept
 		*w.buf = (*w.buf)[:0]
@@ -100,6 +118,6 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	// net/http flushed the handshake's response before handing over the
 	// connection: its write buffer is empty.
-	w.fw = &frameWriter{conn: conn}
+	w.fw = newFrameWriter(conn)
 	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(w.fw, wsWriteBufferSize)), nil
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,6 +71,11 @@ type Config struct {
 	PongTimeout  time.Duration
 	// WriteTimeout bounds each write to a client. Default 10s.
 	WriteTimeout time.Duration
+	// WriteSlots is how many WebSocket connections send at once; the
+	// others wait their turn, in the order their messages arrived. A
+	// connection whose client is not reading waits for its socket without
+	// a slot. Default GOMAXPROCS: see "Fan-out" in docs/architecture.md.
+	WriteSlots int
 	// KeepAlive is how often an idle SSE stream gets a comment, so proxies
 	// keep it open. Default 15s.
 	KeepAlive time.Duration
@@ -103,6 +109,9 @@ func (c Config) withDefaults() Config {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
+	if c.WriteSlots <= 0 {
+		c.WriteSlots = runtime.GOMAXPROCS(0)
+	}
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = DefaultKeepAlive
 	}
@@ -134,6 +143,8 @@ type Server struct {
 	// Open connections by transport, for Stats.
 	numWS, numSSE, numPoll atomic.Int64
 	tokens                 *tokenAuth // nil: anonymous access
+	// slots holds a token for each WebSocket writer sending (WriteSlots).
+	slots chan struct{}
 
 	mu      sync.Mutex
 	open    int            // WebSocket, SSE and long-poll connections
@@ -147,6 +158,7 @@ type Server struct {
 // first with TokenConfig.Validate.
 func New(b *broker.Broker, cfg Config) *Server {
 	s := &Server{cfg: cfg.withDefaults(), broker: b, ws: map[*wsConn]struct{}{}, perIP: map[string]int{}, wsGone: make(chan struct{})}
+	s.slots = make(chan struct{}, s.cfg.WriteSlots)
 	if cfg.Tokens != nil {
 		var err error
 		if s.tokens, err = newTokenAuth(cfg.Tokens); err != nil {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -91,6 +90,9 @@ type wsConn struct {
 	wdone    sync.Cond // signalled when a writer stops
 	writing  bool      // a writer runs
 	wstopped bool      // the connection is over: no writer may start
+	// Owned by the running writer.
+	slot    bool // it holds one of the server's write slots
+	stalled bool // its last write waited for the socket
 }
 
 // maxQueuedRequests bounds the requests a connection may send while one of
@@ -499,14 +501,22 @@ func (c *wsConn) kick() {
 // write sends what the outbox holds, all queued events in one WebSocket
 // text message, one JSON object per line, until the outbox is empty.
 //
+// Writers send under a slot (Config.WriteSlots): with thousands of
+// connections woken by one fan-out, the rest wait parked for a slot, in
+// the order they were woken, instead of crowding the scheduler's run
+// queue, where Raft and the state machine would wait behind them. Waiting
+// their turn, they gather more messages per frame.
+//
 // A write is bounded by a deadline on the connection rather than by a
 // context: coder/websocket arms a timer per write for a context that can
-// end, which costs more than the write on a busy fan-out.
+// end, which costs more than the write on a busy fan-out. The deadline is
+// set only when the socket cannot take a message at once (see waitSocket).
 func (c *wsConn) write() {
 	buf := writeBufs.Get().(*writeBuf)
 	defer putWriteBuf(buf)
-	runtime.Gosched()
+	wait := c.waitSocket
 	for {
+		c.takeSlot()
 		var err error
 		buf.frames, err = c.out.TryNext(buf.frames[:0])
 		frames := buf.frames
@@ -516,13 +526,19 @@ func (c *wsConn) write() {
 				buf.msg = joinLines(buf.msg[:0], frames)
 				out = buf.msg
 			}
-			c.raw.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+			c.stalled = false
 			c.fw.hold()
 			werr := c.c.Write(context.Background(), websocket.MessageText, out)
-			if rerr := c.fw.release(); werr == nil {
+			if rerr := c.fw.release(wait); werr == nil {
 				werr = rerr
 			}
 			clear(frames)
+			if c.stalled {
+				// No deadline outlives the write: coder/websocket's
+				// pings and pongs write too.
+				c.raw.SetWriteDeadline(time.Time{})
+			}
+			c.giveSlot()
 			if werr != nil {
 				c.stop()
 				c.c.CloseNow()
@@ -530,6 +546,8 @@ func (c *wsConn) write() {
 				c.writerExit()
 				return
 			}
+		} else {
+			c.giveSlot()
 		}
 		switch {
 		case errors.Is(err, broker.ErrSlowConsumer):
@@ -546,13 +564,38 @@ func (c *wsConn) write() {
 			c.writerExit()
 			return
 		case len(frames) == 0:
-			// No deadline outlives the run: pings write too.
-			c.raw.SetWriteDeadline(time.Time{})
 			if c.idle() {
 				return
 			}
 		}
 	}
+}
+
+// takeSlot waits for a write slot, unless the connection's last write had
+// to wait for its socket: a client that is not reading keeps no slot from
+// the others while its writer waits, here or on coder/websocket's write
+// lock (which a ping or pong to that client may hold).
+func (c *wsConn) takeSlot() {
+	if !c.stalled {
+		c.s.slots <- struct{}{}
+		c.slot = true
+	}
+}
+
+func (c *wsConn) giveSlot() {
+	if c.slot {
+		c.slot = false
+		<-c.s.slots
+	}
+}
+
+// waitSocket is called when the socket cannot take a whole message at
+// once: the writer gives its slot back and waits for the socket under the
+// write deadline.
+func (c *wsConn) waitSocket() {
+	c.giveSlot()
+	c.stalled = true
+	c.raw.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 }
 
 // writeBuf is a writer's scratch space, shared through writeBufs by the

@@ -1090,19 +1090,7 @@ func TestWSSlowConsumer(t *testing.T) {
 	n := startNode(t, broker.Config{Outbox: limits}, raftstore.Config{}, wsbridge.Config{WriteTimeout: 5 * time.Minute})
 	const ch = "firehose"
 
-	// The slow client's socket has a small receive buffer, so that the
-	// server's writes stall soon after it stops reading. It is set before
-	// connecting, so that TCP's window is negotiated for it.
-	smallBuf := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
-		Control: func(network, address string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
-			})
-			return errors.Join(err, serr)
-		},
-	}).DialContext}}
-	slow := dialWS(t, n.wsURL(""), &websocket.DialOptions{HTTPClient: smallBuf})
+	slow := dialWS(t, n.wsURL(""), &websocket.DialOptions{HTTPClient: smallReceiveBuffer()})
 	slow.subscribe(ch, nil, 0)
 	fast := dialWS(t, n.wsURL(""), nil)
 	fast.subscribe(ch, nil, 0)
@@ -1210,6 +1198,66 @@ func TestWSSlowConsumer(t *testing.T) {
 		}
 	}
 	t.Fatal("slow client never closed")
+}
+
+// smallReceiveBuffer returns an HTTP client whose connections have a small
+// receive buffer, so that the server's writes to a client that stops
+// reading stall soon. It is set before connecting, so that TCP's window is
+// negotiated for it.
+func smallReceiveBuffer() *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+		Control: func(network, address string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10)
+			})
+			return errors.Join(err, serr)
+		},
+	}).DialContext}}
+}
+
+// TestWSStalledClientsHoldNoSlot: with a single write slot, clients that
+// stop reading do not hold it while their writers wait for their sockets:
+// a client on the same channel that reads gets every message.
+func TestWSStalledClientsHoldNoSlot(t *testing.T) {
+	// Outboxes large enough that no client is disconnected, and a write
+	// timeout longer than the test: only a free slot lets the reading
+	// client's writer run.
+	limits := broker.OutboxLimits{HardBytes: 256 << 20, SoftBytes: 256 << 20, SoftDuration: time.Hour}
+	n := startNode(t, broker.Config{Outbox: limits}, raftstore.Config{}, wsbridge.Config{WriteSlots: 1, WriteTimeout: 5 * time.Minute})
+	const ch = "firehose"
+	const stalled = 3
+	for range stalled {
+		c := dialWS(t, n.wsURL(""), &websocket.DialOptions{HTTPClient: smallReceiveBuffer()})
+		c.subscribe(ch, nil, 0)
+	}
+	reader := dialWS(t, n.wsURL(""), nil)
+	reader.subscribe(ch, nil, 0)
+
+	// Publish 8 KiB messages one at a time, each read by the reading client
+	// before the next, until the stalled clients' outboxes hold 512 KiB
+	// each on average (bounded: 8192 messages): their sockets are full and
+	// their writers wait. Then 16 more.
+	payload := bytes.Repeat([]byte("x"), 8<<10)
+	publishRead := func() {
+		t.Helper()
+		r := n.publish(t, ch, payload)
+		if e := reader.expect("message"); e.Seq != r.Seq {
+			t.Fatalf("reading client got %s, want seq %d", e.raw, r.Seq)
+		}
+	}
+	for published := 0; n.b.Stats().OutboxBytes < stalled*512<<10; published++ {
+		if published == 8192 {
+			t.Fatalf("published %d messages and the stalled clients' outboxes hold %d bytes", published, n.b.Stats().OutboxBytes)
+		}
+		publishRead()
+	}
+	for range 16 {
+		publishRead()
+	}
+	if st := n.b.Stats(); st.SlowDisconnect != 0 || st.Clients != stalled+1 {
+		t.Fatalf("%d clients, %d slow consumer disconnections: want all %d connected", st.Clients, st.SlowDisconnect, stalled+1)
+	}
 }
 
 // TestWSOrigin: browsers on other sites are refused unless allowed.

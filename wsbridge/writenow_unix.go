@@ -1,0 +1,25 @@
+//go:build unix
+
+package wsbridge
+
+import "syscall"
+
+// writeNow writes as much of b as the socket under raw takes without
+// waiting, and returns how much that was.
+func writeNow(raw syscall.RawConn, b []byte) int {
+	n := 0
+	raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, err := syscall.Write(int(fd), b[n:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || m <= 0 {
+				break
+			}
+			n += m
+		}
+		return true // done: never wait for the socket here
+	})
+	return n
+}
