@@ -5,10 +5,10 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/herald-broker/herald/broker"
@@ -41,6 +41,10 @@ type conn struct {
 	suppress  bool  // the running command's reply is suppressed
 	publishes []pendingPublish
 	limiter   *broker.RateLimiter // Config.MaxRequestRate; nil: none
+
+	// Owned by the writer goroutine.
+	raw  syscall.RawConn // nc's descriptor; nil if it has none (TLS)
+	slot broker.SlotHolder
 
 	// Shown by CLIENT LIST and INFO; guarded by mu.
 	mu         sync.Mutex
@@ -83,6 +87,10 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.out = c.cl.Outbox()
 	c.id = c.cl.ID()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	c.slot = broker.NewSlotHolder(s.slots)
 	return c
 }
 
@@ -178,23 +186,32 @@ func (c *conn) writeLoop() {
 		// No done channel: the writer stops only when the outbox closes, so
 		// a clean close writes everything queued first.
 		frames, err = c.out.Next(nil, frames[:0])
-		if len(frames) > 0 && err == nil && c.subscribed() {
-			// A subscriber lets the goroutines ready to run go first:
-			// under load the deliverer and the other writers queue more
-			// for it meanwhile, and one write carries all of it. (Replies
-			// to a publisher go at once: it waits for them.)
-			runtime.Gosched()
+		sub := len(frames) > 0 && err == nil && c.subscribed()
+		if sub {
+			// A subscriber writes under a write slot (see Config.WriteSlots):
+			// while it waits for one, the deliverer queues more for it, and
+			// one write carries all of it. (Replies to a publisher go at
+			// once: it waits for them.)
+			c.slot.Take()
 			frames, err = c.out.TryNext(frames)
 		}
 		if len(frames) > 0 {
-			c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
-			bufs := net.Buffers(frames)
-			if _, werr := bufs.WriteTo(c.nc); werr != nil {
+			var werr error
+			if sub && c.raw != nil {
+				werr = c.sendNow(frames)
+			} else {
+				c.slot.Give() // a write that may wait holds no slot
+				c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+				bufs := net.Buffers(frames)
+				_, werr = bufs.WriteTo(c.nc)
+			}
+			clear(frames)
+			c.slot.Give()
+			if werr != nil {
 				c.out.Close()
 				c.nc.Close()
 				return
 			}
-			clear(frames)
 		}
 		if err != nil {
 			if !c.linger.Load() {
@@ -204,6 +221,36 @@ func (c *conn) writeLoop() {
 		}
 	}
 }
+
+// sendNow writes a subscriber's frames, gathered in one buffer: what the
+// socket takes at once, then, if that is not all, the rest under the write
+// deadline, after giving the write slot back.
+func (c *conn) sendNow(frames [][]byte) error {
+	buf := sendBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= 64<<10 { // a large batch's buffer is not kept
+			*buf = (*buf)[:0]
+			sendBufs.Put(buf)
+		}
+	}()
+	b := (*buf)[:0]
+	for _, f := range frames {
+		b = append(b, f...)
+	}
+	*buf = b
+	n := broker.WriteNow(c.raw, b)
+	if n == len(b) {
+		c.slot.Sent()
+		return nil
+	}
+	c.slot.Stall()
+	c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	_, err := c.nc.Write(b[n:])
+	c.nc.SetWriteDeadline(time.Time{})
+	return err
+}
+
+var sendBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // lingerTimeout and lingerMaxBytes bound how long and how much lingerClose
 // reads from a client before closing.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,12 @@ type Config struct {
 	// WriteTimeout bounds each write to a client; a client that accepts no
 	// data for this long is disconnected. Default 30s.
 	WriteTimeout time.Duration
+	// WriteSlots is how many subscribers' connections write at once; the
+	// others wait their turn, in the order their messages arrived. A
+	// connection whose client is not reading waits for its socket without
+	// a slot. Default GOMAXPROCS: see "Connections" in
+	// docs/architecture.md.
+	WriteSlots int
 	// Cluster, if set, serves the HERALD.CLUSTER commands.
 	Cluster Cluster
 	// Version is Herald's version, shown by INFO and HELLO.
@@ -83,6 +90,9 @@ func (c Config) withDefaults() Config {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
+	if c.WriteSlots <= 0 {
+		c.WriteSlots = runtime.GOMAXPROCS(0)
+	}
 	if c.Version == "" {
 		c.Version = "dev"
 	}
@@ -105,6 +115,8 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	closing   bool
 	wg        sync.WaitGroup // one per connection
+
+	slots broker.WriteSlots
 
 	accepted atomic.Uint64 // total_connections_received
 	rejected atomic.Uint64 // rejected_connections
@@ -129,6 +141,7 @@ func New(b *broker.Broker, cfg Config) *Server {
 		conns:     make(map[uint64]*conn),
 		perIP:     make(map[string]int),
 		listeners: make(map[net.Listener]struct{}),
+		slots:     broker.NewWriteSlots(cfg.WriteSlots),
 	}
 }
 

@@ -297,6 +297,82 @@ func TestSlowConsumerClosedWhileNotReading(t *testing.T) {
 	}
 }
 
+// TestStalledSubscribersHoldNoSlot: with a single write slot, subscribers
+// that stop reading do not hold it while their writers wait for their
+// sockets: a subscriber to the same channel that reads gets every message.
+func TestStalledSubscribersHoldNoSlot(t *testing.T) {
+	const (
+		size   = 4 << 10
+		batch  = 32
+		queued = 256 << 10 // per stalled client, beyond the kernel's buffers
+	)
+	ctx := grContext(t, 2*time.Minute)
+	// Outboxes large enough that no client is disconnected, and a write
+	// timeout longer than the test: only a free slot lets the reading
+	// subscriber's writer run.
+	s := startServer(t, broker.Config{Outbox: broker.OutboxLimits{
+		HardBytes: 256 << 20, SoftBytes: 256 << 20, SoftDuration: time.Hour,
+	}}, resp.Config{WriteSlots: 1, WriteTimeout: time.Hour})
+	names := []string{"stalled1", "stalled2", "stalled3"}
+	for _, name := range names {
+		slowDial(t, s.addr, name, "SUBSCRIBE slow\r\n", "*3", "$9", "subscribe", "$4", "slow", ":1")
+	}
+	ps := newGoRedis(t, s.addr, 2).Subscribe(ctx, "slow")
+	defer ps.Close()
+	grSubscribed(t, ctx, ps, "subscribe", "slow", 1)
+	reader := ps.Channel(redis.WithChannelSize(batch))
+
+	// Publish a batch at a time, each read by the reading subscriber before
+	// the next, until every stalled client has queued bytes its socket
+	// could not take (bounded: 8,000 messages, 32 MiB), then 4 batches more.
+	admin := newGoRedis(t, s.addr, 2)
+	stalledQueued := func() bool {
+		for _, name := range names {
+			if n, ok := slowMustOmem(t, ctx, admin, name); !ok || n < queued {
+				return false
+			}
+		}
+		return true
+	}
+	publishRead := func(lo int) {
+		t.Helper()
+		_, err := admin.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := lo; i < lo+batch; i++ {
+				p.Publish(ctx, "slow", slowPayload(i, size))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("publish %d to %d: %v", lo, lo+batch, err)
+		}
+		for i := lo; i < lo+batch; i++ {
+			select {
+			case m := <-reader:
+				if m.Payload != slowPayload(i, size) {
+					t.Fatalf("reading subscriber, message %d: got %.8q...", i, m.Payload)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("reading subscriber: message %d not received (the stalled clients hold the write slot?)", i)
+			}
+		}
+	}
+	next := 0
+	for ; !stalledQueued(); next += batch {
+		if next >= 8_000 {
+			t.Fatalf("published %d messages and the stalled clients' sockets never filled", next)
+		}
+		publishRead(next)
+	}
+	t.Logf("the stalled clients' sockets were full after %d messages", next)
+	for range 4 {
+		publishRead(next)
+		next += batch
+	}
+	if got := s.broker.Stats().SlowDisconnect; got != 0 {
+		t.Fatalf("%d slow consumer disconnections, want none", got)
+	}
+}
+
 // TestSlowConsumerLimitBoundary checks the hard limit to the byte: a client
 // with exactly HardBytes queued stays, one more message disconnects it.
 //

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"syscall"
+
+	"github.com/herald-broker/herald/broker"
 )
 
 // Buffers of a WebSocket connection. net/http hands a hijacked connection
@@ -76,17 +78,17 @@ func (w *frameWriter) hold() {
 
 // release sends what was gathered since hold, and stops gathering. It
 // sends what the socket takes at once; if that is not all, it calls wait,
-// then sends the rest under the connection's write deadline.
-func (w *frameWriter) release(wait func()) error {
+// then sends the rest under the connection's write deadline, and reports
+// that it waited.
+func (w *frameWriter) release(wait func()) (waited bool, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var err error
 	if b := *w.buf; len(b) > 0 {
 		n := 0
 		if w.raw != nil {
-			n = writeNow(w.raw, b)
+			n = broker.WriteNow(w.raw, b)
 		}
-		if n < len(b) {
+		if waited = n < len(b); waited {
 			wait()
 			_, err = w.conn.Write(b[n:])
 		}
@@ -96,7 +98,7 @@ func (w *frameWriter) release(wait func()) error {
 		frameBufs.Put(w.buf)
 	}
 	w.buf, w.held = nil, false
-	return err
+	return waited, err
 }
 
 // Hijack implements http.Hijacker.

@@ -74,7 +74,7 @@ type Config struct {
 	// WriteSlots is how many WebSocket connections send at once; the
 	// others wait their turn, in the order their messages arrived. A
 	// connection whose client is not reading waits for its socket without
-	// a slot. Default GOMAXPROCS: see "Fan-out" in docs/architecture.md.
+	// a slot. Default GOMAXPROCS: see "Connections" in docs/architecture.md.
 	WriteSlots int
 	// KeepAlive is how often an idle SSE stream gets a comment, so proxies
 	// keep it open. Default 15s.
@@ -142,9 +142,8 @@ type Server struct {
 
 	// Open connections by transport, for Stats.
 	numWS, numSSE, numPoll atomic.Int64
-	tokens                 *tokenAuth // nil: anonymous access
-	// slots holds a token for each WebSocket writer sending (WriteSlots).
-	slots chan struct{}
+	tokens                 *tokenAuth        // nil: anonymous access
+	slots                  broker.WriteSlots // Config.WriteSlots
 
 	mu      sync.Mutex
 	open    int            // WebSocket, SSE and long-poll connections
@@ -158,7 +157,7 @@ type Server struct {
 // first with TokenConfig.Validate.
 func New(b *broker.Broker, cfg Config) *Server {
 	s := &Server{cfg: cfg.withDefaults(), broker: b, ws: map[*wsConn]struct{}{}, perIP: map[string]int{}, wsGone: make(chan struct{})}
-	s.slots = make(chan struct{}, s.cfg.WriteSlots)
+	s.slots = broker.NewWriteSlots(s.cfg.WriteSlots)
 	if cfg.Tokens != nil {
 		var err error
 		if s.tokens, err = newTokenAuth(cfg.Tokens); err != nil {

@@ -87,12 +87,10 @@ type wsConn struct {
 
 	// The writer: a goroutine that runs while the outbox has frames.
 	wmu      sync.Mutex
-	wdone    sync.Cond // signalled when a writer stops
-	writing  bool      // a writer runs
-	wstopped bool      // the connection is over: no writer may start
-	// Owned by the running writer.
-	slot    bool // it holds one of the server's write slots
-	stalled bool // its last write waited for the socket
+	wdone    sync.Cond         // signalled when a writer stops
+	writing  bool              // a writer runs
+	wstopped bool              // the connection is over: no writer may start
+	slot     broker.SlotHolder // owned by the running writer
 }
 
 // maxQueuedRequests bounds the requests a connection may send while one of
@@ -135,6 +133,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	conn.cl.OnFail(conn.dropIfSlow)
 	conn.out = conn.cl.Outbox()
 	conn.wdone.L = &conn.wmu
+	conn.slot = broker.NewSlotHolder(s.slots)
 	conn.out.OnReady(conn.kick)
 	s.track(conn, true)
 	s.numWS.Add(1)
@@ -516,7 +515,7 @@ func (c *wsConn) write() {
 	defer putWriteBuf(buf)
 	wait := c.waitSocket
 	for {
-		c.takeSlot()
+		c.slot.Take()
 		var err error
 		buf.frames, err = c.out.TryNext(buf.frames[:0])
 		frames := buf.frames
@@ -526,19 +525,21 @@ func (c *wsConn) write() {
 				buf.msg = joinLines(buf.msg[:0], frames)
 				out = buf.msg
 			}
-			c.stalled = false
 			c.fw.hold()
 			werr := c.c.Write(context.Background(), websocket.MessageText, out)
-			if rerr := c.fw.release(wait); werr == nil {
+			waited, rerr := c.fw.release(wait)
+			if werr == nil {
 				werr = rerr
 			}
 			clear(frames)
-			if c.stalled {
+			if waited {
 				// No deadline outlives the write: coder/websocket's
 				// pings and pongs write too.
 				c.raw.SetWriteDeadline(time.Time{})
+			} else {
+				c.slot.Sent()
 			}
-			c.giveSlot()
+			c.slot.Give()
 			if werr != nil {
 				c.stop()
 				c.c.CloseNow()
@@ -547,7 +548,7 @@ func (c *wsConn) write() {
 				return
 			}
 		} else {
-			c.giveSlot()
+			c.slot.Give()
 		}
 		switch {
 		case errors.Is(err, broker.ErrSlowConsumer):
@@ -571,30 +572,11 @@ func (c *wsConn) write() {
 	}
 }
 
-// takeSlot waits for a write slot, unless the connection's last write had
-// to wait for its socket: a client that is not reading keeps no slot from
-// the others while its writer waits, here or on coder/websocket's write
-// lock (which a ping or pong to that client may hold).
-func (c *wsConn) takeSlot() {
-	if !c.stalled {
-		c.s.slots <- struct{}{}
-		c.slot = true
-	}
-}
-
-func (c *wsConn) giveSlot() {
-	if c.slot {
-		c.slot = false
-		<-c.s.slots
-	}
-}
-
 // waitSocket is called when the socket cannot take a whole message at
 // once: the writer gives its slot back and waits for the socket under the
 // write deadline.
 func (c *wsConn) waitSocket() {
-	c.giveSlot()
-	c.stalled = true
+	c.slot.Stall()
 	c.raw.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 }
 

@@ -1,12 +1,14 @@
 //go:build unix
 
-package wsbridge
+package broker
 
 import "syscall"
 
-// writeNow writes as much of b as the socket under raw takes without
-// waiting, and returns how much that was.
-func writeNow(raw syscall.RawConn, b []byte) int {
+// WriteNow writes as much of b as the socket under raw takes without
+// waiting, and returns how much that was. Outbox writers use it to send
+// first without blocking, and to wait for the socket (under a deadline)
+// only for what is left.
+func WriteNow(raw syscall.RawConn, b []byte) int {
 	n := 0
 	raw.Write(func(fd uintptr) bool {
 		for n < len(b) {
