@@ -112,6 +112,12 @@ func (r *suiteReport) metrics() []metric {
 		}
 		return float64(s.P99)
 	}
+	p50 := func(s *Summary) float64 {
+		if s == nil {
+			return 0
+		}
+		return float64(s.P50)
+	}
 	return []metric{
 		{fmt.Sprintf("Publish, %d conns × pipeline %d, %d B: publishes/s", c.publishConns, c.publishPipeline, c.size), "publish",
 			func(x *Result) float64 { return x.PublishRate }, fmtRateCell, true},
@@ -121,12 +127,14 @@ func (r *suiteReport) metrics() []metric {
 		{fmt.Sprintf("Fan-out to %s RESP subscribers, max rate: deliveries/s", fmtCount(uint64(c.subscribers))), "fanout",
 			func(x *Result) float64 { return x.DeliveryRate }, fmtRateCell, true},
 		{"Fan-out RESP: p99 publish→receipt (saturated)", "fanout", func(x *Result) float64 { return p99(x.Latency) }, fmtNanosCell, true},
+		{"Fan-out RESP: p50 publish→reply, the publisher's wait (saturated)", "fanout", func(x *Result) float64 { return p50(x.AckLatency) }, fmtNanosCell, true},
 		{"Fan-out RESP: server CPU (tool CPU)", "fanout", func(x *Result) float64 { return x.Server.CPUPercent }, fmtPercentCell, false},
 		{"Fan-out RESP: server CPU time per delivery", "fanout", func(x *Result) float64 { return perItem(x.Server.CPUSeconds, x.Deliveries) }, fmtNanosCell, true},
 		{"Fan-out RESP: deliveries per subscriber read (server write batching)", "fanout", func(x *Result) float64 { return x.DeliveriesPerRead }, func(v float64) string { return fmt.Sprintf("%.1f", v) }, true},
 		{fmt.Sprintf("Fan-out to %s WebSocket subscribers, max rate: deliveries/s", fmtCount(uint64(c.wsSubscribers))), "ws-sat",
 			func(x *Result) float64 { return x.DeliveryRate }, fmtRateCell, false},
 		{"Fan-out WebSocket at half that rate: p99 publish→receipt", "ws-half", func(x *Result) float64 { return p99(x.Latency) }, fmtNanosCell, false},
+		{"Fan-out WebSocket at half that rate: p50 publish→reply", "ws-half", func(x *Result) float64 { return p50(x.AckLatency) }, fmtNanosCell, false},
 		{"Fan-out WebSocket, max rate: server CPU time per delivery", "ws-sat", func(x *Result) float64 { return perItem(x.Server.CPUSeconds, x.Deliveries) }, fmtNanosCell, false},
 		{"Fan-out WebSocket, max rate: deliveries per frame", "ws-sat", func(x *Result) float64 { return x.DeliveriesPerRead }, func(v float64) string { return fmt.Sprintf("%.1f", v) }, false},
 		{fmt.Sprintf("Idle WebSocket connections (%s): server RSS per connection", fmtCount(uint64(c.idleConns))), "idle",
