@@ -200,7 +200,11 @@ func (c *conn) writeLoop() {
 			if sub && c.raw != nil {
 				werr = c.sendNow(frames)
 			} else {
-				c.slot.Give() // a write that may wait holds no slot
+				if sub {
+					// TLS: no write without waiting, so no slot (see
+					// broker.SlotHolder).
+					c.slot.Stall()
+				}
 				c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 				bufs := net.Buffers(frames)
 				_, werr = bufs.WriteTo(c.nc)
