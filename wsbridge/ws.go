@@ -504,7 +504,12 @@ func (c *wsConn) kick() {
 // connections woken by one fan-out, the rest wait parked for a slot, in
 // the order they were woken, instead of crowding the scheduler's run
 // queue, where Raft and the state machine would wait behind them. Waiting
-// their turn, they gather more messages per frame.
+// their turn, they gather more messages per frame. Under a slot a writer
+// does not wait for its socket (coder/websocket's Write only fills the
+// frameWriter's buffer, and release waits only after waitSocket); the one
+// wait left is for coder/websocket's write lock while a ping or pong to the
+// same client is being written, which that write's own timeout bounds
+// (PongTimeout, or the library's 5 s for a pong).
 //
 // A write is bounded by a deadline on the connection rather than by a
 // context: coder/websocket arms a timer per write for a context that can
