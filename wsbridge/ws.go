@@ -508,8 +508,8 @@ func (c *wsConn) kick() {
 // does not wait for its socket (coder/websocket's Write only fills the
 // frameWriter's buffer, and release waits only after waitSocket); the one
 // wait left is for coder/websocket's write lock while a ping or pong to the
-// same client is being written, which that write's own timeout bounds
-// (PongTimeout, or the library's 5 s for a pong).
+// same client is being written, which the library bounds (5 s for any
+// control frame).
 //
 // A write is bounded by a deadline on the connection rather than by a
 // context: coder/websocket arms a timer per write for a context that can
