@@ -1,5 +1,5 @@
 // Package broker routes messages from publishers to subscribers. It knows
-// nothing of sockets or Raft: transports (package resp, package wsbridge)
+// nothing of wire protocols or Raft: transports (package resp, package wsbridge)
 // turn connections into Clients, and a Log (package raftstore) makes every
 // publish durable, numbers it, and hands it back through Broker.DeliverBatch.
 //
@@ -18,6 +18,14 @@
 //
 // A message is encoded once per wire Format and subscription name, and the
 // same bytes are queued for every receiver.
+//
+// # Writers
+//
+// Each transport drains a client's outbox with a writer goroutine. Two
+// helpers keep thousands of writers woken by one fan-out from getting in
+// each other's way, and in the way of the log: WriteSlots bounds how many
+// send at once, and WriteNow sends what a socket takes without waiting for
+// it, so that a writer holding a slot never waits for a client.
 //
 // # Concurrency
 //
