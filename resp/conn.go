@@ -197,12 +197,13 @@ func (c *conn) writeLoop() {
 		}
 		if len(frames) > 0 {
 			var werr error
-			if sub && c.raw != nil {
+			if sub && c.raw != nil && sizeAtMost(frames, sendNowMax) {
 				werr = c.sendNow(frames)
 			} else {
 				if sub {
-					// TLS: no write without waiting, so no slot (see
-					// broker.SlotHolder).
+					// A write that may wait holds no slot (see
+					// broker.SlotHolder): over TLS, which cannot write
+					// without waiting, or a batch too large to gather.
 					c.slot.Stall()
 				}
 				c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
@@ -226,13 +227,27 @@ func (c *conn) writeLoop() {
 	}
 }
 
+// sendNowMax is the most a subscriber's write gathers into one buffer for
+// sendNow; a larger batch is written from its frames, without a slot.
+const sendNowMax = 64 << 10
+
+func sizeAtMost(frames [][]byte, limit int) bool {
+	n := 0
+	for _, f := range frames {
+		if n += len(f); n > limit {
+			return false
+		}
+	}
+	return true
+}
+
 // sendNow writes a subscriber's frames, gathered in one buffer: what the
 // socket takes at once, then, if that is not all, the rest under the write
 // deadline, after giving the write slot back.
 func (c *conn) sendNow(frames [][]byte) error {
 	buf := sendBufs.Get().(*[]byte)
 	defer func() {
-		if cap(*buf) <= 64<<10 { // a large batch's buffer is not kept
+		if cap(*buf) <= sendNowMax { // a buffer grown past it is not kept
 			*buf = (*buf)[:0]
 			sendBufs.Put(buf)
 		}

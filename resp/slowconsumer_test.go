@@ -480,3 +480,47 @@ func slowHeapAlloc() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
 }
+
+// TestSubscriberWriteSizes: a subscriber gets every message intact and in
+// order whatever the size of its writer's batches: a single small message,
+// a pipelined burst of them, and messages on either side of the 64 KiB
+// that a write gathers into one buffer (a larger batch is written from its
+// frames).
+func TestSubscriberWriteSizes(t *testing.T) {
+	ctx := grContext(t, time.Minute)
+	s := startServer(t, broker.Config{}, resp.Config{})
+	var subs []<-chan *redis.Message
+	for _, proto := range []int{2, 3} {
+		ps := newGoRedis(t, s.addr, proto).Subscribe(ctx, "sizes")
+		defer ps.Close()
+		grSubscribed(t, ctx, ps, "subscribe", "sizes", 1)
+		subs = append(subs, ps.Channel(redis.WithChannelSize(256)))
+	}
+	var sizes []int
+	for range 64 {
+		sizes = append(sizes, 100) // a burst: batches of many small frames
+	}
+	sizes = append(sizes, 64<<10-100, 64<<10, 64<<10+1, 200<<10, 1<<20, 10)
+	pub := newGoRedis(t, s.addr, 2)
+	_, err := pub.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, n := range sizes {
+			p.Publish(ctx, "sizes", slowPayload(i, n))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for sub, ch := range subs {
+		for i, n := range sizes {
+			select {
+			case m := <-ch:
+				if m.Payload != slowPayload(i, n) {
+					t.Fatalf("subscriber %d, message %d (%d bytes): got %d bytes starting %.8q", sub, i, n, len(m.Payload), m.Payload)
+				}
+			case <-ctx.Done():
+				t.Fatalf("subscriber %d: message %d (%d bytes) not received", sub, i, n)
+			}
+		}
+	}
+}
