@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"syscall"
 	"testing"
 
 	"github.com/herald-broker/herald/broker"
@@ -36,9 +35,9 @@ func TestWriteNow(t *testing.T) {
 		t.Fatal("accept failed")
 	}
 	defer server.Close()
-	raw, err := server.(syscall.Conn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
+	raw := broker.RawConn(server)
+	if raw == nil {
+		t.Fatal("no descriptor under a TCP connection")
 	}
 
 	small := []byte("hello")

@@ -87,9 +87,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c.out = c.cl.Outbox()
 	c.id = c.cl.ID()
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	if sc, ok := nc.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
-	}
+	c.raw = broker.RawConn(nc)
 	c.slot = broker.NewSlotHolder(s.slots)
 	return c
 }

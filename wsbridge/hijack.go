@@ -47,14 +47,6 @@ type frameWriter struct {
 	buf  *[]byte // while held
 }
 
-func newFrameWriter(conn net.Conn) *frameWriter {
-	w := &frameWriter{conn: conn}
-	if sc, ok := conn.(syscall.Conn); ok {
-		w.raw, _ = sc.SyscallConn()
-	}
-	return w
-}
-
 var frameBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // Write implements io.Writer.
@@ -120,6 +112,6 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	// net/http flushed the handshake's response before handing over the
 	// connection: its write buffer is empty.
-	w.fw = newFrameWriter(conn)
+	w.fw = &frameWriter{conn: conn, raw: broker.RawConn(conn)}
 	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(w.fw, wsWriteBufferSize)), nil
 }
