@@ -37,8 +37,8 @@ func BenchmarkEncodeMessage(b *testing.B) {
 }
 
 // BenchmarkReadPublishes measures reading pipelined PUBLISH commands (64-byte
-// payloads, 16 a read) through the framing guard and redcon's reader, as a
-// connection's reader does.
+// payloads, 16 a read) through the framing guard and the command reader, as
+// a connection's reader does.
 func BenchmarkReadPublishes(b *testing.B) {
 	var pipeline []byte
 	for range 16 {
@@ -48,19 +48,19 @@ func BenchmarkReadPublishes(b *testing.B) {
 		pipeline = redcon.AppendBulkString(pipeline, strings.Repeat("x", 64))
 	}
 	src := &repeatReader{data: pipeline}
-	rd := redcon.NewReader(newGuard(src, 512<<20, 1<<30, func() bool { return true }))
+	rd := newCmdReader(newGuard(src, 512<<20, 1<<30, func() bool { return true }))
 	b.SetBytes(int64(len(pipeline)) / 16)
 	b.ReportAllocs()
-	n := 0
 	for b.Loop() {
-		if n == 0 {
-			cmds, err := rd.ReadCommands()
-			if err != nil {
-				b.Fatal(err)
+		args, err := rd.next()
+		for args == nil && err == nil {
+			if err = rd.fill(); err == nil {
+				args, err = rd.next()
 			}
-			n = len(cmds)
 		}
-		n--
+		if err != nil || len(args) != 3 {
+			b.Fatal(len(args), err)
+		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commands/s")
 }

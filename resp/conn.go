@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/herald-broker/herald/broker"
-	"github.com/tidwall/redcon"
 )
 
 // conn is one client connection. Its reader goroutine (serve) parses and runs
@@ -143,35 +142,45 @@ var errQuit = errors.New("quit")
 var errSecurityAttack = errors.New("possible security attack")
 
 func (c *conn) readLoop() error {
-	rd := redcon.NewReader(newGuard(c.nc, int64(c.srv.cfg.ProtoMaxBulkLen), int64(c.srv.cfg.MaxQueryBuffer), func() bool { return c.user != nil }))
+	rd := newCmdReader(newGuard(c.nc, int64(c.srv.cfg.ProtoMaxBulkLen), int64(c.srv.cfg.MaxQueryBuffer), func() bool { return c.user != nil }))
 	for {
-		cmds, err := rd.ReadCommands()
-		if err != nil && c.stopping.Load() {
-			return errQuit
+		args, err := rd.next()
+		if args == nil && err == nil {
+			// Every command read so far has run: commit its publishes
+			// and send its replies before waiting for more.
+			c.flushPublishes()
+			c.flushReplies()
+			if c.out.Err() != nil {
+				return nil // closed by the writer: slow consumer, write error, CLIENT KILL
+			}
+			if err = rd.fill(); err == nil {
+				continue
+			}
+		}
+		if err == nil {
+			err = c.exec(args)
 		}
 		if err != nil {
-			if strings.HasPrefix(err.Error(), "Protocol error: ") {
-				// redcon's own framing errors carry Redis's text.
-				return &protocolError{strings.TrimPrefix(err.Error(), "Protocol error: ")}
-			}
-			if err == io.EOF {
-				return nil
-			}
-			return err
-		}
-		for _, cmd := range cmds {
-			if err := c.exec(cmd.Args); err != nil {
-				c.flushPublishes()
-				c.flushReplies()
-				return err
-			}
-		}
-		c.flushPublishes()
-		c.flushReplies()
-		if c.out.Err() != nil {
-			return nil // closed by the writer: slow consumer, write error, CLIENT KILL
+			c.flushPublishes()
+			c.flushReplies()
+			return c.inputError(err)
 		}
 	}
+}
+
+// inputError is what ends the reader, given the error that stopped it: from
+// reading, parsing or running a command.
+func (c *conn) inputError(err error) error {
+	switch {
+	case c.stopping.Load():
+		return errQuit
+	case err == io.EOF:
+		return nil
+	case strings.HasPrefix(err.Error(), "Protocol error: "):
+		// redcon's own framing errors carry Redis's text.
+		return &protocolError{strings.TrimPrefix(err.Error(), "Protocol error: ")}
+	}
+	return err
 }
 
 // writeLoop writes what the outbox holds, a batch at a time, until the

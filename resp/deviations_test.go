@@ -26,8 +26,6 @@ func TestInlineDeviations(t *testing.T) {
 			[]string{"$3", "a\n", "b"}, "$4 a\\nb"}, // the payload is a, newline, b
 		{"no hex escapes", "ECHO \"\\x41\\x42\"\r\n",
 			[]string{"$6", "x41x42"}, "$2 AB"},
-		{"a parse error drops the commands before it in the same read", "PING\r\nECHO \"abc\r\n",
-			[]string{"-ERR Protocol error: unbalanced quotes in request", "<closed>"}, "+PONG, then the error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

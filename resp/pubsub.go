@@ -17,8 +17,8 @@ func (c *conn) queuePublish(cmd *command, args [][]byte) {
 		ns = broker.Shard
 	}
 	c.publishes = append(c.publishes, pendingPublish{
-		// redcon gives each command its own copy of the input, so the
-		// arguments may be kept without copying.
+		// The payload points into the input buffer: flushPublishes,
+		// which runs before the next read, copies it.
 		msg:      broker.Publish{Namespace: ns, Channel: string(args[1]), Payload: args[2]},
 		herald:   cmd.name == "herald.publish",
 		suppress: c.suppress,
@@ -30,9 +30,20 @@ func (c *conn) flushPublishes() {
 	if len(c.publishes) == 0 {
 		return
 	}
+	// The payloads move out of the input buffer, which the next read
+	// reuses, into one of their own: the log may hold msgs after Publish
+	// returns (a publish given up on can still be committed).
+	size := 0
+	for i := range c.publishes {
+		size += len(c.publishes[i].msg.Payload)
+	}
+	payloads := make([]byte, 0, size)
 	msgs := make([]broker.Publish, len(c.publishes))
 	for i := range c.publishes {
 		msgs[i] = c.publishes[i].msg
+		start := len(payloads)
+		payloads = append(payloads, msgs[i].Payload...)
+		msgs[i].Payload = payloads[start:len(payloads):len(payloads)]
 	}
 	receipts, err := c.srv.broker.Publish(c.ctx, msgs)
 	for i, p := range c.publishes {

@@ -766,6 +766,7 @@ func runDiff(t *testing.T, addr string, c diffCase) []string {
 		for _, dc := range conns {
 			dc.nc.Close()
 		}
+		waitClientsGone(t, addr, c.auth)
 	}()
 	var out []string
 	record := func(step, conn int, s string) {
@@ -819,6 +820,35 @@ func runDiff(t *testing.T, addr string, c diffCase) []string {
 		readReplies(-1, i, 1)
 	}
 	return out
+}
+
+// waitClientsGone waits until the server at addr counts no connection but
+// the one asking: a case's connections are gone before the next case, whose
+// CLIENT LIST would show them.
+func waitClientsGone(t *testing.T, addr string, auth bool) {
+	t.Helper()
+	dc := dialDiff(t, addr)
+	defer dc.nc.Close()
+	dc.nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if auth {
+		dc.nc.Write([]byte(mb("AUTH", diffPassword)))
+		if _, err := readRESP(dc.br); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		if _, err := dc.nc.Write([]byte(mb("INFO", "clients"))); err != nil {
+			t.Fatal(err)
+		}
+		info, err := readRESP(dc.br)
+		if err != nil {
+			t.Fatalf("waiting for the case's connections to close: %v", err)
+		}
+		if strings.Contains(string(info), "connected_clients:1\r\n") {
+			return
+		}
+		time.Sleep(time.Millisecond) // between polls of the condition
+	}
 }
 
 // diffTranscripts reports the two transcripts side by side, marking the
