@@ -24,6 +24,7 @@ type suiteConfig struct {
 	duration        time.Duration
 	publishConns    int
 	publishPipeline int
+	publishRuns     int
 	size            int
 	subscribers     int // RESP fan-out
 	wsSubscribers   int
@@ -79,6 +80,7 @@ func runSuiteCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "publishing time of each workload")
 	fs.IntVar(&cfg.publishConns, "publish-conns", 64, "publish workload: connections")
 	fs.IntVar(&cfg.publishPipeline, "publish-pipeline", 16, "publish workload: pipeline depth")
+	fs.IntVar(&cfg.publishRuns, "publish-runs", 3, "publish workload: runs against each target, interleaved; the report shows the median")
 	fs.IntVar(&cfg.size, "size", 64, "payload bytes")
 	fs.IntVar(&cfg.subscribers, "subscribers", 10000, "RESP fan-out: subscribers")
 	fs.IntVar(&cfg.wsSubscribers, "ws-subscribers", 10000, "WebSocket fan-out: subscribers")
@@ -103,6 +105,9 @@ func runSuiteCommand(ctx context.Context, args []string, stdout, stderr io.Write
 				return fmt.Errorf("--only %q: want publish, fanout, ws or idle", o)
 			}
 		}
+	}
+	if cfg.publishRuns < 1 {
+		return fmt.Errorf("--publish-runs %d: want at least 1", cfg.publishRuns)
 	}
 	if _, err := os.Stat(cfg.herald); err != nil {
 		return fmt.Errorf("herald binary %q: %w (build it: make build)", cfg.herald, err)
@@ -176,8 +181,13 @@ func runSuite(ctx context.Context, cfg *suiteConfig) ([]*suiteRun, error) {
 	if cfg.want("publish") {
 		args := []string{"--conns", fmt.Sprint(cfg.publishConns), "--pipeline", fmt.Sprint(cfg.publishPipeline),
 			"--size", fmt.Sprint(cfg.size), "--duration", dur}
-		for _, t := range []string{"redis", "herald-1", "herald-3"} {
-			do("publish", t, "publish", args...)
+		// The shortest workload, and the noisiest: run it several times,
+		// interleaved, so that a slow moment of the machine does not
+		// land on one target only.
+		for range cfg.publishRuns {
+			for _, t := range []string{"redis", "herald-1", "herald-3"} {
+				do("publish", t, "publish", args...)
+			}
 		}
 	}
 	if cfg.want("fanout") {

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSuiteReportPicksMedian: of a workload run several times against a
+// target, the report shows the median run by rate, unless one of them
+// failed: a run that lost messages is never hidden by its siblings.
+func TestSuiteReportPicksMedian(t *testing.T) {
+	pub := func(target string, rate float64) *suiteRun {
+		return &suiteRun{id: "publish", target: target, res: &Result{PublishRate: rate}}
+	}
+	runs := []*suiteRun{
+		pub("redis", 900), pub("herald-1", 300), pub("herald-3", 90),
+		pub("redis", 800), pub("herald-1", 200), pub("herald-3", 95),
+		pub("redis", 1000), pub("herald-1", 250), pub("herald-3", 85),
+		pub("redis", 700),
+	}
+	failed := pub("herald-3", 500)
+	failed.res.Failed = true
+	failed.res.Failures = []string{"3 messages missing"}
+	runs = append(runs, failed)
+	r := newSuiteReport(&suiteConfig{publishRuns: 3, publishConns: 64, publishPipeline: 16, size: 64}, runs, time.Now(), 0)
+
+	for target, want := range map[string]float64{"redis": 800, "herald-1": 250} {
+		if got := r.find("publish", target); got == nil || got.res.PublishRate != want {
+			t.Errorf("%s: picked %v, want the median run at %v/s", target, got.res.PublishRate, want)
+		}
+	}
+	if got := r.find("publish", "herald-3"); got != failed {
+		t.Errorf("herald-3: picked the run at %v/s, want the failed one", got.res.PublishRate)
+	}
+	if got := r.find("fanout", "redis"); got != nil {
+		t.Errorf("fanout: found a run that was not made")
+	}
+	var status string
+	for _, g := range r.goals() {
+		if strings.Contains(g.name, "3 nodes") {
+			status = g.status
+		}
+	}
+	if !strings.Contains(status, "FAILED") || !strings.Contains(status, "3 messages missing") {
+		t.Errorf("three-node publish target: %q, want the failure", status)
+	}
+
+	errRun := &suiteRun{id: "publish", target: "herald-1", err: errors.New("server did not start")}
+	r.runs = append(r.runs, errRun)
+	if got := r.find("publish", "herald-1"); got != errRun {
+		t.Errorf("herald-1 with a run that could not start: picked %+v, want that run", got)
+	}
+}
