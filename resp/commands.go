@@ -60,8 +60,9 @@ func container(name, group, since, summary string, flags ...string) *command {
 // exec runs one command. It returns errQuit to end the connection.
 func (c *conn) exec(args [][]byte) error {
 	c.srv.commands.Add(1)
-	name := lower(args[0])
-	if name == "host:" || name == "post" {
+	var nameBuf [32]byte // a command's name, lowercased without allocating
+	name := appendLower(nameBuf[:0], args[0])
+	if string(name) == "host:" || string(name) == "post" {
 		// An HTTP request sent to the Redis port: like Redis, close the
 		// connection without a reply (cross-protocol scripting).
 		c.srv.cfg.Logger.Warn("possible security attack: HTTP request on the RESP port", "remote", c.addr)
@@ -76,7 +77,7 @@ func (c *conn) exec(args [][]byte) error {
 		c.reject(errRateLimit)
 		return nil
 	}
-	cmd := commands[name]
+	cmd := commands[string(name)]
 	if cmd == nil {
 		c.flushPublishes()
 		c.reject(unknownCommand(args))
@@ -244,6 +245,17 @@ func string2ll(b []byte) (int64, bool) {
 
 // lower returns b as a lower-case string, without allocating when b is
 // already lower case.
+// appendLower appends b, lowercased (ASCII), to dst.
+func appendLower(dst, b []byte) []byte {
+	for _, ch := range b {
+		if ch >= 'A' && ch <= 'Z' {
+			ch += 'a' - 'A'
+		}
+		dst = append(dst, ch)
+	}
+	return dst
+}
+
 func lower(b []byte) string {
 	for _, ch := range b {
 		if ch >= 'A' && ch <= 'Z' {
