@@ -49,11 +49,12 @@ type guard struct {
 	num      int64 // number being parsed from a header line
 	numOK    bool  // the header line so far is a valid number, as string2ll reads one
 	neg      bool
-	digits   int   // digits of the number so far
-	bulks    int64 // bulks left in the current multibulk
-	skip     int64 // bytes of the current bulk (with its CRLF) left
-	cmdBytes int64 // bytes of the current command so far
-	err      error // violation found; returned once the bytes before it are passed on
+	digits   int    // digits of the number so far
+	bulks    int64  // bulks left in the current multibulk
+	skip     int64  // bytes of the current bulk (with its CRLF) left
+	cmdBytes int64  // bytes of the current command so far
+	ends     uint64 // commands ended in the bytes passed on so far
+	err      error  // violation found; returned once the bytes before it are passed on
 }
 
 type guardState uint8
@@ -255,4 +256,5 @@ func (g *guard) endCommand() {
 	g.state = gStart
 	g.cmdBytes = 0
 	g.ended = true
+	g.ends++
 }

@@ -19,24 +19,33 @@ const (
 // argument list, a third of everything a busy publisher allocated.) The
 // framing is redcon's: ReadNextCommand for multibulk commands, Parse for an
 // inline one. Limits are the guard's, in front of the reader.
+//
+// It parses only once the guard has seen a command end in what it passed
+// on. Parsing starts over at the command's first byte, so parsing a large
+// command at each of its reads would cost its length once per read: a
+// client trickling a million arguments kept both cores of a test machine
+// busy.
 type cmdReader struct {
-	r          io.Reader
+	g          *guard
 	buf        []byte
 	start, end int      // the unparsed input is buf[start:end]
 	args       [][]byte // reused for each multibulk command's arguments
+	taken      uint64   // commands (and blank lines) next has taken, as the guard counts them
+	parses     uint64   // times next parsed a multibulk command, complete or not
 	err        error    // a read error that came with data, returned once that data is used
 }
 
-func newCmdReader(r io.Reader) *cmdReader {
-	return &cmdReader{r: r, buf: make([]byte, readBufSize)}
+func newCmdReader(g *guard) *cmdReader {
+	return &cmdReader{g: g, buf: make([]byte, readBufSize)}
 }
 
 // next returns the next complete command in what has been read, or nil
 // arguments if there is none yet: fill reads more.
 func (r *cmdReader) next() ([][]byte, error) {
-	for r.start < r.end {
+	for r.start < r.end && r.g.ends > r.taken {
 		in := r.buf[r.start:r.end]
 		if in[0] == '*' {
+			r.parses++
 			complete, args, _, rest, err := redcon.ReadNextCommand(in, r.args)
 			if err != nil {
 				return nil, err
@@ -46,6 +55,7 @@ func (r *cmdReader) next() ([][]byte, error) {
 			}
 			r.args = args[:0]
 			r.start = r.end - len(rest)
+			r.taken++
 			if len(args) == 0 {
 				// "*0": the guard refuses it before it gets here, and
 				// so did redcon's Reader.
@@ -59,6 +69,7 @@ func (r *cmdReader) next() ([][]byte, error) {
 		}
 		line := in[:i+1]
 		r.start += len(line)
+		r.taken++
 		if blank(line) {
 			continue // as in Redis, an empty line is no command
 		}
@@ -102,7 +113,7 @@ func (r *cmdReader) fill() error {
 		copy(buf, r.buf[r.start:r.end])
 		r.buf, r.start, r.end = buf, 0, pending
 	}
-	n, err := r.r.Read(r.buf[r.end:])
+	n, err := r.g.Read(r.buf[r.end:])
 	r.end += n
 	if n > 0 {
 		r.err = err
