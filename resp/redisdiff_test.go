@@ -829,26 +829,23 @@ func waitClientsGone(t *testing.T, addr string, auth bool) {
 	t.Helper()
 	dc := dialDiff(t, addr)
 	defer dc.nc.Close()
-	dc.nc.SetDeadline(time.Now().Add(10 * time.Second))
-	if auth {
-		dc.nc.Write([]byte(mb("AUTH", diffPassword)))
-		if _, err := readRESP(dc.br); err != nil {
+	ask := func(cmd string) string {
+		dc.nc.SetDeadline(time.Now().Add(diffReadTimeout))
+		if _, err := dc.nc.Write([]byte(cmd)); err != nil {
 			t.Fatal(err)
 		}
-	}
-	for {
-		if _, err := dc.nc.Write([]byte(mb("INFO", "clients"))); err != nil {
-			t.Fatal(err)
-		}
-		info, err := readRESP(dc.br)
+		reply, err := readRESP(dc.br)
 		if err != nil {
-			t.Fatalf("waiting for the case's connections to close: %v", err)
+			t.Fatal(err)
 		}
-		if strings.Contains(string(info), "connected_clients:1\r\n") {
-			return
-		}
-		time.Sleep(time.Millisecond) // between polls of the condition
+		return string(reply)
 	}
+	if auth {
+		ask(mb("AUTH", diffPassword))
+	}
+	waitForCond(t, 10*time.Second, "the case's connections to close", func() bool {
+		return strings.Contains(ask(mb("INFO", "clients")), "connected_clients:1\r\n")
+	})
 }
 
 // diffTranscripts reports the two transcripts side by side, marking the
