@@ -7,10 +7,12 @@ import (
 	"github.com/tidwall/redcon"
 )
 
-// Sizes of a connection's input buffer.
+// Sizes of a connection's input buffer, and of its list of a command's
+// arguments.
 const (
 	readBufSize    = 4 << 10  // to start with, and after a large command
 	readBufKeepMax = 64 << 10 // the most kept once the input is drained
+	argsKeepMax    = 1024     // arguments whose list is kept for the next command
 )
 
 // cmdReader splits a connection's input into commands, in place: a
@@ -95,10 +97,16 @@ func (r *cmdReader) fill() error {
 	if r.err != nil {
 		return r.err
 	}
+	// The list keeps pointing into the buffer past its length: a long
+	// one goes, and a kept one lets go of a buffer about to be replaced.
+	if cap(r.args) > argsKeepMax {
+		r.args = nil
+	}
 	switch {
 	case r.start == r.end:
 		r.start, r.end = 0, 0
 		if len(r.buf) > readBufKeepMax {
+			clear(r.args[:cap(r.args)])
 			r.buf = make([]byte, readBufSize)
 		}
 	case r.end == len(r.buf):
@@ -108,6 +116,7 @@ func (r *cmdReader) fill() error {
 		pending := r.end - r.start
 		buf := r.buf
 		if 2*pending > len(buf) {
+			clear(r.args[:cap(r.args)])
 			buf = make([]byte, 2*len(buf))
 		}
 		copy(buf, r.buf[r.start:r.end])

@@ -122,7 +122,8 @@ func TestCmdReaderMatchesRedcon(t *testing.T) {
 // TestCmdReaderBuffer: a command larger than the buffer grows it, an
 // incomplete command at the end moves to the front (without growing the
 // buffer while it fills at most half), and once a large command is
-// drained the buffer is back to readBufSize.
+// drained the buffer is back to readBufSize, with nothing left pointing
+// into the large one.
 func TestCmdReaderBuffer(t *testing.T) {
 	small := mbulk("PUBLISH", "c", strings.Repeat("s", 1000)) // 1,025 bytes
 	big := mbulk("ECHO", strings.Repeat("b", 200<<10))
@@ -149,12 +150,18 @@ func TestCmdReaderBuffer(t *testing.T) {
 	if len(rd.buf) != readBufSize {
 		t.Fatalf("buffer %d bytes after the large command drained, want %d (sizes %v)", len(rd.buf), readBufSize, sizes)
 	}
+	// Nor does the argument list hold on to the large buffer.
+	for i, a := range rd.args[:cap(rd.args)] {
+		if a != nil {
+			t.Fatalf("argument list entry %d still points into a buffer (%d bytes)", i, len(a))
+		}
+	}
 }
 
 // TestCmdReaderParsesCompleteCommands: a command is parsed once the guard
 // has seen its end, not at each read that brings part of it. A command of
 // 2,000 arguments (22 KB) read a byte at a time is parsed once, not 22,000
-// times, each from its first byte.
+// times, each from its first byte; and its list of arguments is not kept.
 func TestCmdReaderParsesCompleteCommands(t *testing.T) {
 	big := mbulk(append([]string{"ECHO"}, strings.Split(strings.Repeat("abcde,", 2000), ",")[:1999]...)...)
 	in := mbulk("PING") + big + mbulk("PING")
@@ -165,6 +172,9 @@ func TestCmdReaderParsesCompleteCommands(t *testing.T) {
 	}
 	if fmt.Sprint(sizes) != "[1 2000 1]" {
 		t.Fatalf("commands of %v arguments, want [1 2000 1]", sizes)
+	}
+	if cap(rd.args) > argsKeepMax {
+		t.Fatalf("argument list of %d kept after the command of 2,000 arguments, want at most %d", cap(rd.args), argsKeepMax)
 	}
 	if rd.parses != 3 {
 		t.Fatalf("%d parses for 3 commands read a byte at a time, want 3", rd.parses)
