@@ -243,8 +243,6 @@ func string2ll(b []byte) (int64, bool) {
 	return 0, false
 }
 
-// lower returns b as a lower-case string, without allocating when b is
-// already lower case.
 // appendLower appends b, lowercased (ASCII), to dst.
 func appendLower(dst, b []byte) []byte {
 	for _, ch := range b {
@@ -256,6 +254,8 @@ func appendLower(dst, b []byte) []byte {
 	return dst
 }
 
+// lower returns b as a lower-case string, converting it only once when b
+// is already lower case.
 func lower(b []byte) string {
 	for _, ch := range b {
 		if ch >= 'A' && ch <= 'Z' {
