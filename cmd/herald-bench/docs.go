@@ -279,6 +279,10 @@ func (r *suiteReport) goals() []goal {
 		h, hs := get("ws-half", "herald-1")
 		if h != nil && h.Latency != nil {
 			g.measured = fmt.Sprintf("p99 %s at %s deliveries/s", fmtDuration(h.Latency.P99), fmtRate(h.DeliveryRate))
+			if f := r.floor(); f != nil {
+				g.measured += fmt.Sprintf(" (with no server at all, this machine's p99 gap between frames to %s connections: %s)",
+					fmtCount(uint64(f.Subscribers)), fmtDuration(f.FrameGap.P99))
+			}
 		}
 		g.status = hs
 		if g.status == "" {
@@ -309,6 +313,31 @@ func (r *suiteReport) goals() []goal {
 		out = append(out, g)
 	}
 	return out
+}
+
+// floor returns the suite's floor result, if it has one that succeeded.
+func (r *suiteReport) floor() *Result {
+	run := r.find("floor", "machine")
+	if run == nil || run.err != nil || run.res.Failed || run.res.FrameGap == nil {
+		return nil
+	}
+	return run.res
+}
+
+// floorText says what the floor run bounds, for the report.
+func (r *suiteReport) floorText(w io.Writer) {
+	f := r.floor()
+	if f == nil {
+		return
+	}
+	fmt.Fprintf(w, "**This machine's floor.** `herald-bench floor` writes %d-byte frames to %s loopback TCP "+
+		"connections in turn from one process, a write system call each, and reads them in another, as the WebSocket "+
+		"subscribers do: no server logic at all. It moved %s frames/s (writer %.0f%% of a core, reader %.0f%%), so a round of "+
+		"one frame to every connection took %s, and the gap between two frames to a connection was %s at p50 and %s "+
+		"at p99. No server gives each of that many subscribers a frame more often on these %s cores while "+
+		"the load tool shares them, and a message waits for its subscriber's turn.\n",
+		f.FrameSize, fmtCount(uint64(f.Subscribers)), fmtRate(f.DeliveryRate), f.Server.CPUPercent, f.Tool.CPUPercent,
+		fmtDuration(f.round()), fmtDuration(f.FrameGap.P50), fmtDuration(f.FrameGap.P99), r.machine["cores"])
 }
 
 func (r *suiteReport) goalsTable(w io.Writer) {
@@ -351,6 +380,11 @@ func (r *suiteReport) runsTable(w io.Writer) {
 		if x.Idle != nil {
 			pubs = ""
 			latency = fmt.Sprintf("%d connections: %.1f KiB each", x.Idle.Connections, x.Idle.PerConnKB)
+		}
+		if g := x.FrameGap; g != nil {
+			pubs = ""
+			dels = fmt.Sprintf("%s frames (%.1f a read)", fmtRate(x.DeliveryRate), x.DeliveriesPerRead)
+			latency = fmt.Sprintf("%s / %s / %s / %s (gap between frames)", fmtDuration(g.P50), fmtDuration(g.P99), fmtDuration(g.P999), fmtDuration(g.Max))
 		}
 		others := fmt.Sprintf("%.0f%%", x.Machine.OtherPercent)
 		if x.Machine.OtherPercent > noisyPercent && x.Machine.Others != "" {
@@ -447,6 +481,10 @@ func (r *suiteReport) markdown() string {
 		fmt.Fprintln(&b)
 		fmt.Fprintf(&b, "The publish workload ran %d times against each target, interleaved: the tables above show "+
 			"each target's median run (or a failed one, if any failed); every run is listed below.\n", r.cfg.publishRuns)
+	}
+	if r.floor() != nil {
+		fmt.Fprintln(&b)
+		r.floorText(&b)
 	}
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "### Every run")

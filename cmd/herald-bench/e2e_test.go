@@ -15,11 +15,14 @@ import (
 	"github.com/herald-broker/herald/wsbridge"
 )
 
-// TestMain lets the idle workload re-execute the test binary as a worker,
-// as it re-executes herald-bench.
+// TestMain lets the idle and floor workloads re-execute the test binary as
+// a worker, as they re-execute herald-bench.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "worker-idle" {
 		os.Exit(workerIdle(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "worker-floor" {
+		os.Exit(workerFloor(os.Args[2:]))
 	}
 	os.Exit(m.Run())
 }

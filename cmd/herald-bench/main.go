@@ -8,6 +8,7 @@
 //	herald-bench fanout   [flags]   channels × subscribers, RESP or WebSocket
 //	herald-bench cluster  [flags]   fan-out spread over several nodes
 //	herald-bench idle     [flags]   C idle WebSocket connections: server memory each
+//	herald-bench floor    [flags]   the machine's floor: frames/s to C connections, no server
 //	herald-bench suite    [flags]   the standard comparison; writes docs/benchmarks.md
 //
 // Every workload is bounded by --duration and --messages, whichever comes
@@ -44,6 +45,7 @@ Usage:
   herald-bench fanout  [flags]   fan-out: M channels × K subscribers (RESP or WebSocket)
   herald-bench cluster [flags]   fan-out over several nodes: publish to any, subscribe on all
   herald-bench idle    [flags]   C idle WebSocket connections: server RSS per connection
+  herald-bench floor   [flags]   frames/s this machine moves to C loopback connections with no server logic
   herald-bench suite   [flags]   Herald (1 and 3 nodes) beside redis-server; writes docs/benchmarks.md
 
 Run "herald-bench <command> -h" for a command's flags. Every load loop is
@@ -64,12 +66,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd, args := args[0], args[1:]
 	var err error
 	switch cmd {
-	case "publish", "fanout", "cluster", "idle":
+	case "publish", "fanout", "cluster", "idle", "floor":
 		err = runWorkload(ctx, cmd, args, stdout, stderr)
 	case "suite":
 		err = runSuiteCommand(ctx, args, stdout, stderr)
 	case "worker-idle": // hidden: a process of the idle workload
 		return workerIdle(args)
+	case "worker-floor": // hidden: the writing process of the floor workload
+		return workerFloor(args)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usageText)
 		return 0
@@ -272,6 +276,8 @@ func parseWorkload(cmd string, args []string, stderr io.Writer) (*workload, erro
 		fs.DurationVar(&settle, "settle", 5*time.Second, "keep the connections open this long before measuring")
 		fs.BoolVar(&subscribe, "subscribe", true, "subscribe each connection to a channel of its own")
 		fs.IntVar(&dialers, "dialers", 32, "connections each worker opens at once")
+	case "floor":
+		return parseFloor(fs, args, stderr)
 	default:
 		return nil, fmt.Errorf("unknown workload %q", cmd)
 	}

@@ -40,6 +40,11 @@ type Result struct {
 	DeliveriesPerRead float64 `json:"deliveries_per_read,omitempty"`
 
 	Idle *IdleStats `json:"idle,omitempty"`
+	// FrameGap is the floor workload's time between a connection's
+	// reads: how long each waited for its turn (Sent is then the frames
+	// the writer wrote, Deliveries the frames read in the measured time).
+	FrameGap  *Summary `json:"frame_gap,omitempty"`
+	FrameSize int      `json:"frame_size,omitempty"`
 
 	Loss     Loss         `json:"loss"`
 	Server   ProcStats    `json:"server"`
@@ -84,6 +89,16 @@ func (r *Result) finish() {
 	r.Failed = len(r.Failures) > 0
 }
 
+// round is, for the floor workload, the time it takes at the measured rate
+// to write one frame to every connection: the least a subscriber of that
+// many waits for its turn on this machine.
+func (r *Result) round() time.Duration {
+	if r.DeliveryRate <= 0 {
+		return 0
+	}
+	return time.Duration(float64(r.Subscribers) / r.DeliveryRate * float64(time.Second))
+}
+
 // printResult writes a result as a two-column table.
 func printResult(w io.Writer, r *Result) {
 	status := "OK"
@@ -96,13 +111,20 @@ func printResult(w io.Writer, r *Result) {
 		{"result", status},
 		{"measured for", fmtDuration(r.Elapsed)},
 	}
-	if r.Idle != nil {
+	switch {
+	case r.FrameGap != nil:
+		rows = append(rows,
+			[2]string{"frames", fmt.Sprintf("%s read of %s written: %s/s (%.1f a read)", fmtCount(r.Deliveries), fmtCount(r.Sent), fmtRate(r.DeliveryRate), r.DeliveriesPerRead)},
+			[2]string{"gap between frames", fmtSummary(*r.FrameGap)},
+			[2]string{"shortest round", fmt.Sprintf("%s: a frame to each of the %d connections, at that rate", fmtDuration(r.round()), r.Subscribers)},
+		)
+	case r.Idle != nil:
 		rows = append(rows,
 			[2]string{"connections", fmt.Sprintf("%d open (%d failed) from %d processes", r.Idle.Connections, r.Idle.Failed, r.Idle.Processes)},
 			[2]string{"server RSS", fmt.Sprintf("%s before, %s after", fmtKB(r.Idle.RSSBeforeKB), fmtKB(r.Idle.RSSAfterKB))},
 			[2]string{"server RSS per connection", fmt.Sprintf("%.1f KiB", r.Idle.PerConnKB)},
 		)
-	} else {
+	default:
 		rows = append(rows, [2]string{"published", fmt.Sprintf("%s acknowledged of %s sent: %s/s", fmtCount(r.Published), fmtCount(r.Sent), fmtRate(r.PublishRate))})
 		if r.AckLatency != nil {
 			rows = append(rows, [2]string{"publish→reply", fmtSummary(*r.AckLatency)})

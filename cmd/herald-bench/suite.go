@@ -53,6 +53,8 @@ type suiteRun struct {
 func (r *suiteRun) reproduce() string {
 	s := "herald-bench " + r.cmd + " " + strings.Join(r.args, " ")
 	switch {
+	case r.cmd == "floor":
+		return s // it starts its own writer
 	case r.target == "redis":
 		s += " --addr <redis>"
 	case r.target == "herald-3":
@@ -207,6 +209,9 @@ func runSuite(ctx context.Context, cfg *suiteConfig) ([]*suiteRun, error) {
 			rate := sat.res.DeliveryRate / 2 / float64(cfg.wsSubscribers)
 			do("ws-half", "herald-1", "fanout", append(args, "--rate", fmt.Sprintf("%.1f", rate), "--window", "0")...)
 		}
+		// What any server could do here: frames to as many connections,
+		// with nothing above the sockets.
+		do("floor", "machine", "floor", "--conns", fmt.Sprint(cfg.wsSubscribers), "--duration", dur)
 	}
 	if cfg.want("idle") {
 		do("idle", "herald-1", "idle", "--conns", fmt.Sprint(cfg.idleConns), "--per-process", fmt.Sprint(cfg.perProc), "--settle", "5s")
@@ -221,6 +226,9 @@ func runOne(ctx context.Context, cfg *suiteConfig, base string, r *suiteRun) (*R
 		if other, who := waitQuiet(cfg.waitQuiet, noisyPercent, []int{ownPID()}, func(f string, a ...any) { fmt.Fprintf(cfg.log, f+"\n", a...) }); other >= noisyPercent {
 			fmt.Fprintf(cfg.log, "machine still busy (other processes %.0f%% of a core: %s): running anyway; the result will say so\n", other, who)
 		}
+	}
+	if r.cmd == "floor" {
+		return runServerless(ctx, cfg, r)
 	}
 	dir, err := os.MkdirTemp(base, r.id+"-"+r.target+"-")
 	if err != nil {
@@ -271,6 +279,22 @@ func runOne(ctx context.Context, cfg *suiteConfig, base string, r *suiteRun) (*R
 		default:
 		}
 	}
+	printResult(cfg.log, res)
+	return res, nil
+}
+
+// runServerless runs a workload that starts no server: the floor.
+func runServerless(ctx context.Context, cfg *suiteConfig, r *suiteRun) (*Result, error) {
+	w, err := parseWorkload(r.cmd, append(append([]string{}, r.args...), "--progress", "2s"), cfg.log)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(cfg.log, "== %s: %s\n", r.id, r.reproduce())
+	res, err := w.run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.Command = r.reproduce()
 	printResult(cfg.log, res)
 	return res, nil
 }

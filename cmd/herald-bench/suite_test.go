@@ -53,3 +53,41 @@ func TestSuiteReportPicksMedian(t *testing.T) {
 		t.Errorf("herald-1 with a run that could not start: picked %+v, want that run", got)
 	}
 }
+
+// TestSuiteReportFloor: the WebSocket latency target is reported beside
+// the machine's floor when the floor was measured, and not when it failed.
+func TestSuiteReportFloor(t *testing.T) {
+	half := &suiteRun{id: "ws-half", target: "herald-1", res: &Result{DeliveryRate: 400_000, Latency: &Summary{P99: 250 * time.Millisecond}}}
+	floor := &suiteRun{id: "floor", target: "machine", res: &Result{Subscribers: 10_000, FrameSize: 256, DeliveryRate: 100_000,
+		FrameGap: &Summary{P50: 95 * time.Millisecond, P99: 170 * time.Millisecond}}}
+	cfg := &suiteConfig{publishRuns: 1, wsSubscribers: 10_000, size: 64}
+	measured := func(r *suiteReport) string {
+		for _, g := range r.goals() {
+			if strings.Contains(g.required, "50 ms") {
+				return g.measured
+			}
+		}
+		t.Fatal("no WebSocket latency target in the report")
+		return ""
+	}
+
+	r := newSuiteReport(cfg, []*suiteRun{half, floor}, time.Now(), 0)
+	if m := measured(r); !strings.Contains(m, "p99 250.0ms") || !strings.Contains(m, "10,000 connections: 170.0ms") {
+		t.Errorf("WebSocket latency target measured %q, want Herald's p99 and the floor's", m)
+	}
+	md := r.markdown()
+	for _, want := range []string{"This machine's floor", "100,000 frames/s", "took 100.0ms", "95.0ms at p50 and 170.0ms at p99", "| floor | machine | ok |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+
+	floor.res.Failed, floor.res.Failures = true, []string{"3 of 10000 connections received no frame"}
+	r = newSuiteReport(cfg, []*suiteRun{half, floor}, time.Now(), 0)
+	if m := measured(r); strings.Contains(m, "floor") || strings.Contains(m, "no server") {
+		t.Errorf("with the floor run failed, the target still cites it: %q", m)
+	}
+	if strings.Contains(r.markdown(), "This machine's floor") {
+		t.Error("with the floor run failed, the report still describes it")
+	}
+}
