@@ -330,14 +330,18 @@ func (r *suiteReport) floorText(w io.Writer) {
 	if f == nil {
 		return
 	}
+	perFrame := perItem(f.Server.CPUSeconds, f.Deliveries)
 	fmt.Fprintf(w, "**This machine's floor.** `herald-bench floor` writes %d-byte frames to %s loopback TCP "+
 		"connections in turn from one process, a write system call each, and reads them in another, as the WebSocket "+
 		"subscribers do: no server logic at all. It moved %s frames/s (writer %.0f%% of a core, reader %.0f%%), so a round of "+
 		"one frame to every connection took %s, and the gap between two frames to a connection was %s at p50 and %s "+
 		"at p99. No server gives each of that many subscribers a frame more often on these %s cores while "+
-		"the load tool shares them, and a message waits for its subscriber's turn.\n",
+		"the load tool shares them, and a message waits for its subscriber's turn. The writer alone spent %s of CPU a "+
+		"frame, nearly all of it in the system call (on loopback, sending runs the receiving side's network stack too): "+
+		"with every core to itself and a reader that cost nothing, a round would still take %s.\n",
 		f.FrameSize, fmtCount(uint64(f.Subscribers)), fmtRate(f.DeliveryRate), f.Server.CPUPercent, f.Tool.CPUPercent,
-		fmtDuration(f.round()), fmtDuration(f.FrameGap.P50), fmtDuration(f.FrameGap.P99), r.machine["cores"])
+		fmtDuration(f.round()), fmtDuration(f.FrameGap.P50), fmtDuration(f.FrameGap.P99), r.machine["cores"],
+		fmtDuration(time.Duration(perFrame)), fmtDuration(time.Duration(perFrame*float64(f.Subscribers)/float64(runtime.NumCPU()))))
 }
 
 func (r *suiteReport) goalsTable(w io.Writer) {
