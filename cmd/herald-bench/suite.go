@@ -89,7 +89,7 @@ func runSuiteCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	fs.IntVar(&cfg.idleConns, "idle-conns", 15000, "idle workload: WebSocket connections")
 	fs.IntVar(&cfg.perProc, "per-process", 5000, "idle workload: connections per worker process")
 	fs.IntVar(&cfg.window, "window", defaultWindow, "fan-out at max rate: messages in flight per channel")
-	fs.StringVar(&only, "only", "", "run only these workloads: comma-separated publish, fanout, ws, idle (default all)")
+	fs.StringVar(&only, "only", "", "run only these workloads: comma-separated publish, fanout, ws (with the machine's floor), idle (default all)")
 	fs.DurationVar(&cfg.waitQuiet, "wait-quiet", 2*time.Minute, "before each run, wait up to this long for other processes to leave the CPU alone (0: don't)")
 	fs.BoolVar(&cfg.json, "json", false, "print every result as JSON instead of tables")
 	if err := fs.Parse(args); err != nil {
