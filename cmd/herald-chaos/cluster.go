@@ -77,14 +77,18 @@ func startCluster(bin, dir string, n int, args []string, logger *slog.Logger) (*
 				return nil, err
 			}
 		}
-		p, err := startProxy(c.nw, i, net.JoinHostPort(ip, "0"), nd.raftAddr, c.nodeOf)
+		c.nodes = append(c.nodes, nd)
+	}
+	// Every node is listed before the first proxy starts: the proxies'
+	// goroutines read the list (nodeOf).
+	for i, nd := range c.nodes {
+		p, err := startProxy(c.nw, i, net.JoinHostPort(nodeIP(i), "0"), nd.raftAddr, c.nodeOf)
 		if err != nil {
 			c.close()
 			return nil, fmt.Errorf("start proxy for %s: %w", nd.id, err)
 		}
 		nd.proxyAddr = p.addr()
 		c.proxies = append(c.proxies, p)
-		c.nodes = append(c.nodes, nd)
 	}
 	for i := range c.nodes {
 		if err := c.start(i); err != nil {
