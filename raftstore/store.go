@@ -36,6 +36,11 @@ const (
 	DefaultMaxInflight      = 16
 	DefaultTickInterval     = time.Second
 	DefaultCheckpoint       = 250 * time.Millisecond
+
+	// hashicorp/raft's defaults, named so that flags can show them.
+	DefaultSnapshotInterval  = 120 * time.Second
+	DefaultSnapshotThreshold = 8192
+	DefaultTrailingLogs      = 10240
 )
 
 // Config configures a Store. The zero value of each field means its
@@ -73,8 +78,12 @@ type Config struct {
 	// lease is half of it. Default 1s.
 	ElectionTimeout time.Duration
 	// SnapshotThreshold, SnapshotInterval and TrailingLogs tune Raft's
-	// snapshots and log truncation. Defaults: hashicorp/raft's (8192
-	// entries, 120s, 10240 entries).
+	// snapshots and log truncation: every SnapshotInterval to twice that
+	// (staggered at random), Raft takes a snapshot if at least
+	// SnapshotThreshold entries came since the last one, and then drops
+	// the log but its last TrailingLogs entries. Defaults: hashicorp/raft's
+	// (DefaultSnapshotThreshold, DefaultSnapshotInterval,
+	// DefaultTrailingLogs).
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64

@@ -30,6 +30,9 @@ type config struct {
 	idleTTL         time.Duration
 	commitTimeout   time.Duration
 	electionTimeout time.Duration
+	snapInterval    time.Duration
+	snapThreshold   uint64
+	trailingLogs    uint64
 
 	maxClients      int
 	maxPayload      size
@@ -65,7 +68,8 @@ var flagGroups = []struct {
 	{"Configuration", []string{"config"}},
 	{"Listening", []string{"resp-addr", "http-addr", "requirepass"}},
 	{"Browsers (HTTP)", []string{"allowed-origins", "allow-any-origin", "allow-browser-publish", "max-subscriptions", "ws-ping-interval", "poll-timeout"}},
-	{"Storage and cluster", []string{"data-dir", "node-id", "raft-addr", "peers", "join", "commit-timeout", "raft-election-timeout"}},
+	{"Storage and cluster", []string{"data-dir", "node-id", "raft-addr", "peers", "join", "commit-timeout", "raft-election-timeout",
+		"snapshot-interval", "snapshot-threshold", "trailing-logs"}},
 	{"Retention", []string{"retain", "channel-idle-ttl"}},
 	{"Limits", []string{"max-clients", "max-payload", "proto-max-bulk-len", "client-query-buffer-limit",
 		"outbox-hard-limit", "outbox-soft-limit", "outbox-soft-duration", "outbox-max-messages"}},
@@ -97,6 +101,9 @@ func newFlagSet(c *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.join, "join", "", "raft `address` of a cluster member to join through, instead of bootstrapping")
 	fs.DurationVar(&c.commitTimeout, "commit-timeout", raftstore.DefaultCommitTimeout, "how long a publish may wait for a leader and a commit before it fails")
 	fs.DurationVar(&c.electionTimeout, "raft-election-timeout", raftstore.DefaultElectionTimeout, "Raft heartbeat and election timeout (leader lease is half)")
+	fs.DurationVar(&c.snapInterval, "snapshot-interval", raftstore.DefaultSnapshotInterval, "how often (staggered up to twice this) Raft checks whether to snapshot and drop its log (at least 5ms)")
+	fs.Uint64Var(&c.snapThreshold, "snapshot-threshold", raftstore.DefaultSnapshotThreshold, "log entries since the last snapshot that make a check take one (at least 1)")
+	fs.Uint64Var(&c.trailingLogs, "trailing-logs", raftstore.DefaultTrailingLogs, "log entries kept after a snapshot, for followers that fall behind (at least 1)")
 	fs.Func("retain", "retention `rule` PATTERN=COUNT[,SIZE][,AGE], first match wins, repeatable (default \"*=100,1h\")\ne.g. --retain 'chat:*=500,24h' --retain 'presence:*=0' --retain '*=100,10MB,1h'", func(v string) error {
 		r, err := raftstore.ParseRule(v)
 		c.retain = append(c.retain, r)
@@ -190,6 +197,14 @@ func parseConfig(args []string, env func(string) string, out io.Writer) (*config
 	}
 	if err := c.security.check(); err != nil {
 		return nil, err
+	}
+	switch {
+	case c.snapInterval < 5*time.Millisecond: // hashicorp/raft's floor
+		return nil, fmt.Errorf("--snapshot-interval %s: want at least 5ms", c.snapInterval)
+	case c.snapThreshold < 1:
+		return nil, errors.New("--snapshot-threshold 0: want at least 1")
+	case c.trailingLogs < 1:
+		return nil, errors.New("--trailing-logs 0: want at least 1")
 	}
 	if int64(c.maxPayload) > int64(c.protoMaxBulkLen) {
 		c.protoMaxBulkLen = c.maxPayload

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -21,6 +22,32 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	if c.maxPayload != 1<<20 || c.outboxHard != 32<<20 || c.outboxSoft != 8<<20 {
 		t.Fatalf("limits: %+v", c)
+	}
+	if c.snapInterval != 120*time.Second || c.snapThreshold != 8192 || c.trailingLogs != 10240 {
+		t.Fatalf("snapshots: every %s, %d entries, %d trailing; want hashicorp/raft's 2m0s, 8192, 10240", c.snapInterval, c.snapThreshold, c.trailingLogs)
+	}
+}
+
+// TestParseConfigSnapshotBounds: the snapshot settings' smallest values
+// are accepted, and one below each is refused.
+func TestParseConfigSnapshotBounds(t *testing.T) {
+	c, err := parseConfig([]string{"--snapshot-interval", "5ms", "--snapshot-threshold", "1", "--trailing-logs", "1"}, env(nil), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.snapInterval != 5*time.Millisecond || c.snapThreshold != 1 || c.trailingLogs != 1 {
+		t.Fatalf("snapshots: %s, %d, %d", c.snapInterval, c.snapThreshold, c.trailingLogs)
+	}
+	for flag, want := range map[string]string{
+		"--snapshot-interval=4ms":  "--snapshot-interval 4ms: want at least 5ms",
+		"--snapshot-threshold=0":   "--snapshot-threshold 0: want at least 1",
+		"--trailing-logs=0":        "--trailing-logs 0: want at least 1",
+		"--snapshot-threshold=-1":  "invalid value",
+		"--snapshot-interval=soon": "invalid value",
+	} {
+		if _, err := parseConfig([]string{flag}, env(nil), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err %v, want %q", flag, err, want)
+		}
 	}
 }
 

@@ -242,6 +242,39 @@ func TestSingleNode(t *testing.T) {
 	}
 }
 
+// TestSnapshotFlags: --snapshot-interval and --snapshot-threshold reach
+// Raft (with the defaults, 40 entries would bring no snapshot for minutes),
+// and a node that has dropped its log but --trailing-logs entries restarts
+// with every message.
+func TestSnapshotFlags(t *testing.T) {
+	resp, httpAddr, dir := freeAddr(t), freeAddr(t), t.TempDir()
+	p := startHerald(t, resp, "--resp-addr", resp, "--http-addr", httpAddr, "--raft-addr", freeAddr(t), "--data-dir", dir,
+		"--snapshot-interval", "20ms", "--snapshot-threshold", "8", "--trailing-logs", "4")
+	for i := range 40 { // one log entry each: redis-cli waits for every reply
+		if out, err := cli(t, resp, "PUBLISH", "news", fmt.Sprint("m", i)); err != nil || out != "0" {
+			t.Fatalf("PUBLISH %d: %q, %v", i, out, err)
+		}
+	}
+	waitFor(t, 30*time.Second, "a Raft snapshot on disk", func() bool {
+		return scrape(t, httpAddr)["herald_snapshot_bytes"] > 0
+	})
+	p.kill9()
+	p.start()
+	out, err := cli(t, resp, "HERALD.HISTORY", "news")
+	if err != nil {
+		t.Fatalf("HERALD.HISTORY: %v", err)
+	}
+	lines := map[string]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		lines[l] = true
+	}
+	for i := range 40 {
+		if !lines[fmt.Sprint("m", i)] {
+			t.Fatalf("history after restart lacks m%d:\n%s", i, out)
+		}
+	}
+}
+
 // cluster3 is three herald processes bootstrapped with --peers.
 type cluster3 struct {
 	procs []*proc
