@@ -59,7 +59,20 @@ type logStore struct {
 	// lowered before a delete commits); read without it.
 	first atomic.Uint64
 	last  atomic.Uint64
+
+	// bulkDelete is how many indexes a DeleteRange must span for it to
+	// write one range tombstone rather than a point delete per entry
+	// (defaultBulkDelete; tests lower it).
+	bulkDelete uint64
 }
+
+// defaultBulkDelete is the span from which DeleteRange writes a range
+// tombstone. Raft drops the log up to a snapshot in one call: under load,
+// hundreds of thousands of entries, which point deletes would have to
+// find, write and sync one by one while StoreLogs waits for the lock. Below
+// it (a follower truncating a conflicting tail, a short log), point deletes
+// keep the log's prefix free of many small range tombstones.
+const defaultBulkDelete = 1024
 
 var (
 	_ raft.LogStore    = (*logStore)(nil)
@@ -76,7 +89,7 @@ var (
 // last log indexes from disk. It does not take ownership of db: the caller
 // closes db after it is done with the store.
 func newLogStore(db *pebble.DB) (*logStore, error) {
-	s := &logStore{db: db}
+	s := &logStore{db: db, bulkDelete: defaultBulkDelete}
 	first, err := s.seekIndex(logPrefixLower, logPrefixUpper, false)
 	if err != nil {
 		return nil, fmt.Errorf("open log store: %w", err)
@@ -173,12 +186,13 @@ func (s *logStore) StoreLogs(logs []*raft.Log) error {
 }
 
 // DeleteRange deletes the entries from lo to hi inclusive, clamped to the
-// stored [FirstIndex, LastIndex], in one synced batch. It writes a point
-// delete for each entry present, found by a bounded scan, so a range that
-// spans a gap costs only the entries that exist. It writes no range
-// tombstone: frequent small ones over a queue-like prefix such as the log
-// fragment and slow Pebble down. Deleting every entry leaves FirstIndex and
-// LastIndex at 0.
+// stored [FirstIndex, LastIndex], in one synced batch. A span of
+// bulkDelete indexes or more is deleted with one range tombstone, which
+// Pebble's compactions drop whole files under; a shorter one with a point
+// delete for each entry present, found by a bounded scan, so that a range
+// spanning a gap costs only the entries that exist (frequent small range
+// tombstones over a queue-like prefix such as the log fragment and slow
+// Pebble down). Deleting every entry leaves FirstIndex and LastIndex at 0.
 func (s *logStore) DeleteRange(lo, hi uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -191,11 +205,24 @@ func (s *logStore) DeleteRange(lo, hi uint64) error {
 
 	b := s.db.NewBatch()
 	defer b.Close()
-	if err := s.deleteEntries(b, lo, hi); err != nil {
-		return fmt.Errorf("delete logs %d..%d: %w", lo, hi, err)
-	}
-	if b.Empty() {
-		return nil // [lo, hi] lies in a gap
+	if hi-lo+1 >= s.bulkDelete { // clamped above: lo >= 1, no overflow
+		some, err := s.seekIndex(logKey(lo), upperLogKey(hi), false)
+		if err != nil {
+			return fmt.Errorf("delete logs %d..%d: %w", lo, hi, err)
+		}
+		if some == 0 {
+			return nil // [lo, hi] lies in a gap
+		}
+		if err := b.DeleteRange(logKey(lo), upperLogKey(hi), nil); err != nil {
+			return fmt.Errorf("delete logs %d..%d: %w", lo, hi, err)
+		}
+	} else {
+		if err := s.deleteEntries(b, lo, hi); err != nil {
+			return fmt.Errorf("delete logs %d..%d: %w", lo, hi, err)
+		}
+		if b.Empty() {
+			return nil // [lo, hi] lies in a gap
+		}
 	}
 
 	// The log may have gaps, so the new bounds are found on disk, not

@@ -295,30 +295,69 @@ func TestLogStoreDeleteRange(t *testing.T) {
 		{"GapOnly", gappy, 11, 19, 1, 25, gappy, []span{{11, 19}}},
 		{"GapEverything", gappy, 1, 25, 0, 0, nil, []span{{1, 25}}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			e := newLogStoreEnv(t)
-			for _, sp := range tt.stored {
-				storeLogs(t, e.s, testEntries(sp.lo, sp.hi))
-			}
-			if err := e.s.DeleteRange(tt.min, tt.max); err != nil {
-				t.Fatal(err)
-			}
-			check := func() {
-				t.Helper()
-				checkBounds(t, e.s, tt.first, tt.last)
-				for _, sp := range tt.present {
-					checkPresent(t, e.s, sp.lo, sp.hi)
+	// Every case twice: with point deletes (these spans are below
+	// defaultBulkDelete) and with a range tombstone for any span.
+	for _, bulk := range []uint64{defaultBulkDelete, 1} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/bulk%d", tt.name, bulk), func(t *testing.T) {
+				e := newLogStoreEnv(t)
+				e.s.bulkDelete = bulk
+				for _, sp := range tt.stored {
+					storeLogs(t, e.s, testEntries(sp.lo, sp.hi))
 				}
-				for _, sp := range tt.absent {
-					checkAbsent(t, e.s, sp.lo, sp.hi)
+				if err := e.s.DeleteRange(tt.min, tt.max); err != nil {
+					t.Fatal(err)
 				}
-			}
-			check()
-			e.reopen() // the cached bounds must match what is on disk
-			check()
-		})
+				check := func() {
+					t.Helper()
+					checkBounds(t, e.s, tt.first, tt.last)
+					for _, sp := range tt.present {
+						checkPresent(t, e.s, sp.lo, sp.hi)
+					}
+					for _, sp := range tt.absent {
+						checkAbsent(t, e.s, sp.lo, sp.hi)
+					}
+				}
+				check()
+				e.reopen() // the cached bounds must match what is on disk
+				check()
+			})
+		}
 	}
+}
+
+// TestLogStoreBulkDelete: a DeleteRange spanning defaultBulkDelete indexes
+// or more writes one range tombstone, not a delete per entry; a shorter
+// one writes a point delete per entry. What each writes is measured by the
+// bytes it adds to Pebble's write-ahead log.
+func TestLogStoreBulkDelete(t *testing.T) {
+	e := newLogStoreEnv(t)
+	const n = 3 * defaultBulkDelete
+	for lo := uint64(1); lo <= n; lo += 256 {
+		storeLogs(t, e.s, testEntries(lo, lo+255))
+	}
+	walBytes := func(lo, hi uint64) uint64 {
+		t.Helper()
+		before := e.db.Metrics().WAL.BytesIn
+		if err := e.s.DeleteRange(lo, hi); err != nil {
+			t.Fatal(err)
+		}
+		return e.db.Metrics().WAL.BytesIn - before
+	}
+	short := uint64(defaultBulkDelete - 1)
+	if got := walBytes(1, short); got < short*uint64(len(logKey(1))) {
+		t.Errorf("deleting %d entries wrote %d bytes to the WAL: fewer than a point delete each", short, got)
+	}
+	checkBounds(t, e.s, short+1, n)
+	if got := walBytes(short+1, short+defaultBulkDelete); got > 256 {
+		t.Errorf("deleting %d entries wrote %d bytes to the WAL, want one range tombstone", defaultBulkDelete, got)
+	}
+	checkBounds(t, e.s, short+defaultBulkDelete+1, n)
+	checkAbsent(t, e.s, 1, short+defaultBulkDelete)
+	checkPresent(t, e.s, short+defaultBulkDelete+1, n)
+	e.reopen()
+	checkBounds(t, e.s, short+defaultBulkDelete+1, n)
+	checkAbsent(t, e.s, 1, short+defaultBulkDelete)
 }
 
 func TestLogStoreGaps(t *testing.T) {
