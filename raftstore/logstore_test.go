@@ -456,9 +456,18 @@ func TestLogStoreOtherPrefixes(t *testing.T) {
 // compactor trimming the front, as raft's replication goroutines, main loop
 // and snapshot goroutine do. Run it with -race.
 func TestLogStoreConcurrent(t *testing.T) {
+	// Point deletes (the compactor's spans are short), and a range
+	// tombstone for every span.
+	for _, bulk := range []uint64{defaultBulkDelete, 1} {
+		t.Run(fmt.Sprintf("bulk%d", bulk), func(t *testing.T) { testLogStoreConcurrent(t, bulk) })
+	}
+}
+
+func testLogStoreConcurrent(t *testing.T, bulk uint64) {
 	const total, batch, trailing = 3000, 16, 100
 	e := newLogStoreEnv(t)
 	s := e.s
+	s.bulkDelete = bulk
 
 	done := make(chan struct{})
 	errs := make(chan error, 4)
