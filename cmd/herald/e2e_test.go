@@ -243,14 +243,20 @@ func TestSingleNode(t *testing.T) {
 }
 
 // TestSnapshotFlags: --snapshot-interval and --snapshot-threshold reach
-// Raft (with the defaults, 40 entries would bring no snapshot for minutes),
-// and a node that has dropped its log but --trailing-logs entries restarts
-// with every message.
+// Raft (with the defaults, 2,040 entries would bring no snapshot for
+// minutes), and a node that has dropped its log but --trailing-logs
+// entries restarts with every message. The threshold makes Raft drop more
+// than 1,024 entries at once, which the log store does with one range
+// tombstone.
 func TestSnapshotFlags(t *testing.T) {
 	resp, httpAddr, dir := freeAddr(t), freeAddr(t), t.TempDir()
 	p := startHerald(t, resp, "--resp-addr", resp, "--http-addr", httpAddr, "--raft-addr", freeAddr(t), "--data-dir", dir,
-		"--snapshot-interval", "20ms", "--snapshot-threshold", "8", "--trailing-logs", "4")
-	for i := range 40 { // one log entry each: redis-cli waits for every reply
+		"--snapshot-interval", "20ms", "--snapshot-threshold", "1500", "--trailing-logs", "4")
+	// One log entry each: redis-cli waits for every reply.
+	if out, err := cli(t, resp, "-r", "2000", "PUBLISH", "bulk", "x"); err != nil || strings.Count(out, "0") != 2000 {
+		t.Fatalf("2,000 PUBLISH: %v\n%.200s", err, out)
+	}
+	for i := range 40 {
 		if out, err := cli(t, resp, "PUBLISH", "news", fmt.Sprint("m", i)); err != nil || out != "0" {
 			t.Fatalf("PUBLISH %d: %q, %v", i, out, err)
 		}
@@ -272,6 +278,9 @@ func TestSnapshotFlags(t *testing.T) {
 		if !lines[fmt.Sprint("m", i)] {
 			t.Fatalf("history after restart lacks m%d:\n%s", i, out)
 		}
+	}
+	if out, err := cli(t, resp, "HERALD.CHANNEL", "bulk"); err != nil || !strings.Contains(out, "last_seq\n2000\n") {
+		t.Fatalf("HERALD.CHANNEL bulk after restart: %v\n%s", err, out)
 	}
 }
 
