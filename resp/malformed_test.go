@@ -175,8 +175,8 @@ func malCases() []malCase {
 			want: append(answered, "-ERR Protocol error: invalid multibulk length\r\n", malClosed),
 			why:  "redcon rejects a count <= 0, which Redis skips"},
 		// Redis 7 accepts up to INT_MAX arguments; Herald keeps Redis 6's
-		// 1024*1024, since redcon re-parses a partial command's headers on
-		// every read.
+		// 1024*1024, which bounds a command's argument list (24 bytes an
+		// argument, held whole while the command runs).
 		{name: "multibulk_count_over_1M", input: malPrefix + "*1048577\r\n" + big + malSentinel,
 			want: append(answered, "-ERR Protocol error: invalid multibulk length\r\n", malClosed),
 			why:  "Herald keeps the 1M argument limit"},
