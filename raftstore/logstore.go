@@ -60,6 +60,11 @@ type logStore struct {
 	first atomic.Uint64
 	last  atomic.Uint64
 
+	// observe, if set, is called after each synced StoreLogs with how
+	// long the write took, waiting for the lock included, and how many
+	// entries it stored (Config.ObserveLogSync).
+	observe func(time.Duration, int)
+
 	// bulkDelete is how many indexes a DeleteRange must span for it to
 	// write one range tombstone rather than a point delete per entry
 	// (defaultBulkDelete; tests lower it).
@@ -171,10 +176,14 @@ func (s *logStore) StoreLogs(logs []*raft.Log) error {
 		}
 	}
 
+	start := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("store logs %d..%d: %w", lo, hi, err)
+	}
+	if s.observe != nil {
+		s.observe(time.Since(start), len(logs))
 	}
 	if first := s.first.Load(); first == 0 || lo < first {
 		s.first.Store(lo)

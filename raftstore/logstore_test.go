@@ -5,11 +5,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -199,6 +199,28 @@ func TestLogStoreStore(t *testing.T) {
 		storeLogs(t, e.s, testEntries(10, 12))
 		storeLogs(t, e.s, testEntries(4, 5))
 		checkBounds(t, e.s, 4, 12)
+	})
+	t.Run("Observed", func(t *testing.T) {
+		e := newLogStoreEnv(t)
+		var got []int
+		e.s.observe = func(d time.Duration, n int) {
+			if d <= 0 {
+				t.Errorf("observed a write of %d entries taking %v", n, d)
+			}
+			got = append(got, n)
+		}
+		storeLogs(t, e.s, testEntries(1, 64))
+		storeLogs(t, e.s, testEntries(65, 65))
+		if err := e.s.StoreLogs([]*raft.Log{testEntry(66), nil}); err == nil {
+			t.Fatal("StoreLogs with a nil entry: no error")
+		}
+		// Deletes are not log writes Raft waits for entry by entry.
+		if err := e.s.DeleteRange(1, 10); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, []int{64, 1}) {
+			t.Errorf("observed writes of %v entries; want [64 1]", got)
+		}
 	})
 	t.Run("Rejects", func(t *testing.T) {
 		e := newLogStoreEnv(t)
@@ -684,35 +706,6 @@ func TestLogStoreOpenPebble(t *testing.T) {
 	_, err = openPebble(file, nil)
 	if want := fmt.Sprintf("open pebble %q: ", file); err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Fatalf("openPebble on a file: %v; want an error starting %s", err, want)
-	}
-}
-
-func TestPebbleLogger(t *testing.T) {
-	var buf bytes.Buffer
-	h := slog.NewTextHandler(&buf, &slog.HandlerOptions{
-		Level: slog.LevelDebug,
-		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-			if a.Key == slog.TimeKey {
-				return slog.Attr{}
-			}
-			return a
-		},
-	})
-	exitCode := -1
-	l := &pebbleLogger{log: slog.New(h), exit: func(code int) { exitCode = code }}
-
-	l.Infof("[JOB %d] flushed\n", 3)
-	l.Errorf("background error: %s", "disk full")
-	l.Fatalf("corruption in %s", "000123.sst")
-	want := `level=DEBUG msg="pebble: [JOB 3] flushed"
-level=ERROR msg="pebble: background error: disk full"
-level=ERROR msg="pebble: fatal: corruption in 000123.sst"
-`
-	if buf.String() != want {
-		t.Errorf("logged:\n%s\nwant:\n%s", buf.String(), want)
-	}
-	if exitCode != 1 {
-		t.Errorf("Fatalf exited with %d; want 1", exitCode)
 	}
 }
 

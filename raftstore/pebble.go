@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -46,6 +48,7 @@ func openPebbleFS(dir string, fs vfs.FS, logger *slog.Logger) (*pebble.DB, error
 	// The database takes its own reference; ours is dropped on every path.
 	defer cache.Unref()
 
+	pl := &pebbleLogger{log: logger, exit: os.Exit}
 	opts := &pebble.Options{
 		Cache:              cache,
 		MemTableSize:       pebbleMemTableSize,
@@ -53,14 +56,40 @@ func openPebbleFS(dir string, fs vfs.FS, logger *slog.Logger) (*pebble.DB, error
 		CompactionConcurrencyRange: func() (lower, upper int) {
 			return pebbleMinCompactions, pebbleMaxCompactions
 		},
-		Logger: &pebbleLogger{log: logger, exit: os.Exit},
-		FS:     fs,
+		Logger:        pl,
+		EventListener: pebbleEvents(pl),
+		FS:            fs,
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("open pebble %q: %w", dir, err)
 	}
 	return db, nil
+}
+
+// pebbleEvents returns the listener for Pebble's events. Two hold up
+// every publish, since each waits for the Raft log's synced write, and are
+// logged at Warn: a write to disk taking over 5 s (Pebble's disk health
+// check) and writes stalled because flushes or compactions fell behind.
+// Flushes, compactions and file changes go to Debug with Pebble's other
+// chatter, background errors to Error.
+func pebbleEvents(l *pebbleLogger) *pebble.EventListener {
+	el := pebble.MakeLoggingEventListener(l)
+	el.DiskSlow = func(info pebble.DiskSlowInfo) {
+		// Pebble's disk monitor calls this and must not wait for I/O,
+		// which writing the log line may do.
+		go l.log.Warn("pebble: disk operation slow", "op", info.OpType.String(), "path", info.Path, "bytes", info.WriteSize, "duration", info.Duration)
+	}
+	var stalled atomic.Int64 // when the current write stall began, in Unix nanoseconds
+	el.WriteStallBegin = func(info pebble.WriteStallBeginInfo) {
+		stalled.Store(time.Now().UnixNano())
+		l.log.Warn("pebble: writes stalled", "reason", info.Reason)
+	}
+	el.WriteStallEnd = func() {
+		d := time.Duration(time.Now().UnixNano() - stalled.Load())
+		l.log.Warn("pebble: writes resumed", "stalled", d)
+	}
+	return &el
 }
 
 // pebbleLogger adapts a *slog.Logger to pebble.Logger. Pebble's routine

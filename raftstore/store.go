@@ -121,6 +121,13 @@ type Config struct {
 	// long that took and how many entries the batch held. It runs on
 	// Raft's FSM goroutine and must not block. Default: none.
 	ObserveApply func(d time.Duration, entries int)
+	// ObserveLogSync, if set, is called after each batch of entries is
+	// stored in this node's Raft log and synced to disk (the leader's own
+	// appends and a follower's alike), with how long that took and how
+	// many entries the batch held. The leader counts its copy, and a
+	// follower acknowledges, only after it. It runs on Raft's goroutines
+	// and must not block. Default: none.
+	ObserveLogSync func(d time.Duration, entries int)
 	// Logger receives the store's and Raft's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -243,6 +250,7 @@ func (s *Store) open(b *broker.Broker) error {
 	if s.logs, err = newLogStore(s.db); err != nil {
 		return err
 	}
+	s.logs.observe = cfg.ObserveLogSync
 	hclogger := newHCLogger(s.logger, "raft")
 	if s.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 2, hclogger); err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)

@@ -120,6 +120,7 @@ func serve(ctx context.Context, cfg *config, logger *slog.Logger, level *slog.Le
 		ObserveCommit:     m.observeCommit,
 		ObserveApply:      m.observeApply,
 		ObserveCheckpoint: m.observeCheckpoint,
+		ObserveLogSync:    m.observeLogSync,
 		TLS:               tlsCfg.raft,
 		Logger:            logger,
 	}, b)

@@ -131,6 +131,10 @@ func TestMetrics(t *testing.T) {
 	if got := m["herald_apply_seconds_count"]; got < 1 {
 		t.Errorf("herald_apply_seconds_count = %v, want at least 1", got)
 	}
+	// Each PUBLISH waited for its own entry's synced write.
+	if got := m["herald_log_sync_seconds_count"]; got < 5 || m["herald_log_sync_seconds_sum"] <= 0 {
+		t.Errorf("herald_log_sync_seconds count %v, sum %v: want at least 5 writes, taking some time", got, m["herald_log_sync_seconds_sum"])
+	}
 	if m["herald_pebble_disk_bytes"] <= 0 || m["herald_raft_applied_index"] <= 0 {
 		t.Errorf("pebble disk bytes %v, applied index %v: want both > 0", m["herald_pebble_disk_bytes"], m["herald_raft_applied_index"])
 	}
@@ -145,8 +149,10 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("INFO metrics %s = %q, want %q", k, info[k], v)
 		}
 	}
-	if n, err := strconv.Atoi(info["commit_seconds_count"]); err != nil || n < 1 {
-		t.Errorf("INFO metrics commit_seconds_count = %q", info["commit_seconds_count"])
+	for _, k := range []string{"commit_seconds_count", "log_sync_seconds_count"} {
+		if n, err := strconv.Atoi(info[k]); err != nil || n < 1 {
+			t.Errorf("INFO metrics %s = %q", k, info[k])
+		}
 	}
 
 	// The state machine writes a checkpoint once 250 ms have passed, at
