@@ -138,6 +138,17 @@ func (r *suiteReport) metrics() []metric {
 		{"Publish: p99 publish→reply", "publish", func(x *Result) float64 { return p99(x.AckLatency) }, fmtNanosCell, true},
 		{"Publish: server CPU (tool CPU)", "publish", func(x *Result) float64 { return x.Server.CPUPercent }, fmtPercentCell, false},
 		{"Publish: server CPU time per publish", "publish", func(x *Result) float64 { return perItem(x.Server.CPUSeconds, x.Published) }, fmtNanosCell, true},
+		{"Publish: the leader's time in synced log writes (the disk's share of the publish path)", "publish", func(x *Result) float64 {
+			if x.LogSync == nil {
+				return 0
+			}
+			return 100 * x.LogSync.share(x.Elapsed)
+		}, func(v float64) string {
+			if v == 0 {
+				return "—" // redis-server writes nothing
+			}
+			return fmt.Sprintf("%.0f%% of the run", v)
+		}, false},
 		{fmt.Sprintf("Fan-out to %s RESP subscribers, max rate: deliveries/s", fmtCount(uint64(c.subscribers))), "fanout",
 			func(x *Result) float64 { return x.DeliveryRate }, fmtRateCell, true},
 		{"Fan-out RESP: p99 publish→receipt (saturated)", "fanout", func(x *Result) float64 { return p99(x.Latency) }, fmtNanosCell, true},
@@ -511,6 +522,9 @@ func (r *suiteReport) markdown() string {
   only fills buffers until the server disconnects subscribers as slow.
 - Publishes/s counts acknowledged publishes from the first send to the last reply; deliveries/s, messages
   received by all subscribers from the first send to the last receipt.
+- The leader's time in synced log writes is the growth of its `+"`log_sync_seconds_sum`"+` (`+"`INFO metrics`"+`, the
+  same as `+"`herald_log_sync_seconds`"+` in /metrics) over a publish run, divided by the run's time: each publish
+  waits for one such write, so it is the disk's share of the time a publish takes.
 - CPU is user+system time from /proc/<pid>/stat over the run; RSS from /proc/<pid>/status. Idle memory is
   the server's RSS growth from before the connections opened to %s after, divided by the connections.
 

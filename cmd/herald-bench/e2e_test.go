@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"os"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,12 +39,24 @@ type heraldServer struct {
 func startHeraldInProcess(t *testing.T) heraldServer {
 	t.Helper()
 	b := broker.New(broker.Config{})
-	raftstoretest.Open(t, b, raftstore.Config{})
+	// The log's synced writes, counted as cmd/herald counts them for INFO.
+	var syncs atomic.Uint64
+	var syncNanos atomic.Int64
+	raftstoretest.Open(t, b, raftstore.Config{ObserveLogSync: func(d time.Duration, _ int) {
+		syncNanos.Add(int64(d))
+		syncs.Add(1)
+	}})
 	rl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs := resp.New(b, resp.Config{})
+	rs := resp.New(b, resp.Config{InfoFields: func() [][2]string {
+		return [][2]string{
+			{"raft_leader", "1"},
+			{"log_sync_seconds_count", strconv.FormatUint(syncs.Load(), 10)},
+			{"log_sync_seconds_sum", strconv.FormatFloat(time.Duration(syncNanos.Load()).Seconds(), 'f', 6, 64)},
+		}
+	}})
 	go rs.Serve(rl)
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -97,6 +111,11 @@ func TestPublishWorkload(t *testing.T) {
 			checkRun(t, res, err)
 			if !strings.Contains(res.Verified, "as acknowledged") {
 				t.Fatalf("server state not verified: %q %v", res.Verified, res.Notes)
+			}
+			// Every publish waited for a synced write of the log, and
+			// a write held at least one publish.
+			if ls := res.LogSync; ls == nil || ls.Node != h.resp || ls.Writes == 0 || ls.Writes > res.Published || ls.Seconds <= 0 {
+				t.Fatalf("leader's log writes: %+v, for %d publishes", ls, res.Published)
 			}
 		})
 	}

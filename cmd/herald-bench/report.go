@@ -26,6 +26,9 @@ type Result struct {
 	PublishRate float64 `json:"publishes_per_sec"`
 	// AckLatency is publish to reply, as the publisher sees it.
 	AckLatency *Summary `json:"ack_latency,omitempty"`
+	// LogSync is the leader's synced Raft log writes during the run
+	// (Herald only).
+	LogSync *LogSyncStats `json:"log_sync,omitempty"`
 
 	Subscribers  int     `json:"subscribers,omitempty"`
 	Expected     uint64  `json:"expected_deliveries,omitempty"`
@@ -128,6 +131,9 @@ func printResult(w io.Writer, r *Result) {
 		rows = append(rows, [2]string{"published", fmt.Sprintf("%s acknowledged of %s sent: %s/s", fmtCount(r.Published), fmtCount(r.Sent), fmtRate(r.PublishRate))})
 		if r.AckLatency != nil {
 			rows = append(rows, [2]string{"publish→reply", fmtSummary(*r.AckLatency)})
+		}
+		if r.LogSync != nil {
+			rows = append(rows, [2]string{"leader's log", r.LogSync.describe(r.Elapsed, r.Published)})
 		}
 		if r.Subscribers > 0 {
 			rows = append(rows,

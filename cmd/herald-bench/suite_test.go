@@ -49,6 +49,15 @@ func TestSuiteReportPicksMedian(t *testing.T) {
 		t.Errorf("three-node publish target: %q, want the failure", status)
 	}
 
+	// The leader's synced log writes: Herald's share, none for redis-server.
+	r.find("publish", "herald-1").res.LogSync = &LogSyncStats{Writes: 10, Seconds: 0.6}
+	r.find("publish", "herald-1").res.Elapsed = time.Second
+	var side strings.Builder
+	r.sideBySide(&side)
+	if want := "| Publish: the leader's time in synced log writes (the disk's share of the publish path) | 60% of the run | — **FAILED** | — |"; !strings.Contains(side.String(), want) {
+		t.Errorf("side-by-side table lacks\n%s\n%s", want, side.String())
+	}
+
 	errRun := &suiteRun{id: "publish", target: "herald-1", err: errors.New("server did not start")}
 	r.runs = append(r.runs, errRun)
 	if got := r.find("publish", "herald-1"); got != errRun {
