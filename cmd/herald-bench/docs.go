@@ -149,6 +149,17 @@ func (r *suiteReport) metrics() []metric {
 			}
 			return fmt.Sprintf("%.0f%% of the run", v)
 		}, false},
+		{"Publish: the log's share of a publish's round trip (an entry's mean commit ÷ the mean publish→reply)", "publish", func(x *Result) float64 {
+			if x.Commit == nil || x.AckLatency == nil || x.AckLatency.Mean <= 0 {
+				return 0
+			}
+			return 100 * float64(x.Commit.mean()) / float64(x.AckLatency.Mean)
+		}, func(v float64) string {
+			if v == 0 {
+				return "—"
+			}
+			return fmt.Sprintf("%.0f%%", v)
+		}, false},
 		{fmt.Sprintf("Fan-out to %s RESP subscribers, max rate: deliveries/s", fmtCount(uint64(c.subscribers))), "fanout",
 			func(x *Result) float64 { return x.DeliveryRate }, fmtRateCell, true},
 		{"Fan-out RESP: p99 publish→receipt (saturated)", "fanout", func(x *Result) float64 { return p99(x.Latency) }, fmtNanosCell, true},
@@ -524,7 +535,10 @@ func (r *suiteReport) markdown() string {
   received by all subscribers from the first send to the last receipt.
 - The leader's time in synced log writes is the growth of its `+"`log_sync_seconds_sum`"+` (`+"`INFO metrics`"+`, the
   same as `+"`herald_log_sync_seconds`"+` in /metrics) over a publish run, divided by the run's time: each publish
-  waits for one such write, so it is the disk's share of the time a publish takes.
+  waits for one such write, so it is the disk's share of the time a publish takes. The log's share of a
+  publish's round trip is the mean time from proposing an entry of publishes to its being applied on the
+  leader (`+"`commit_seconds`"+`, summed over the nodes published to) over the mean publish→reply: the rest is
+  the way in and out of the server and the load tool's own turn.
 - CPU is user+system time from /proc/<pid>/stat over the run; RSS from /proc/<pid>/status. Idle memory is
   the server's RSS growth from before the connections opened to %s after, divided by the connections.
 

@@ -39,13 +39,20 @@ type heraldServer struct {
 func startHeraldInProcess(t *testing.T) heraldServer {
 	t.Helper()
 	b := broker.New(broker.Config{})
-	// The log's synced writes, counted as cmd/herald counts them for INFO.
-	var syncs atomic.Uint64
-	var syncNanos atomic.Int64
-	raftstoretest.Open(t, b, raftstore.Config{ObserveLogSync: func(d time.Duration, _ int) {
-		syncNanos.Add(int64(d))
-		syncs.Add(1)
-	}})
+	// The log's synced writes and the commits, counted as cmd/herald
+	// counts them for INFO.
+	var syncs, commits atomic.Uint64
+	var syncNanos, commitNanos atomic.Int64
+	raftstoretest.Open(t, b, raftstore.Config{
+		ObserveLogSync: func(d time.Duration, _ int) {
+			syncNanos.Add(int64(d))
+			syncs.Add(1)
+		},
+		ObserveCommit: func(d time.Duration, _ int) {
+			commitNanos.Add(int64(d))
+			commits.Add(1)
+		},
+	})
 	rl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +62,8 @@ func startHeraldInProcess(t *testing.T) heraldServer {
 			{"raft_leader", "1"},
 			{"log_sync_seconds_count", strconv.FormatUint(syncs.Load(), 10)},
 			{"log_sync_seconds_sum", strconv.FormatFloat(time.Duration(syncNanos.Load()).Seconds(), 'f', 6, 64)},
+			{"commit_seconds_count", strconv.FormatUint(commits.Load(), 10)},
+			{"commit_seconds_sum", strconv.FormatFloat(time.Duration(commitNanos.Load()).Seconds(), 'f', 6, 64)},
 		}
 	}})
 	go rs.Serve(rl)
@@ -116,6 +125,11 @@ func TestPublishWorkload(t *testing.T) {
 			// a write held at least one publish.
 			if ls := res.LogSync; ls == nil || ls.Node != h.resp || ls.Writes == 0 || ls.Writes > res.Published || ls.Seconds <= 0 {
 				t.Fatalf("leader's log writes: %+v, for %d publishes", ls, res.Published)
+			}
+			// Every entry held at least one publish, and a publish's round
+			// trip includes its entry's commit.
+			if cs := res.Commit; cs == nil || cs.Entries == 0 || cs.Entries > res.Published || cs.mean() <= 0 || cs.mean() > res.AckLatency.Max {
+				t.Fatalf("commits: %+v, for %d publishes (slowest reply %s)", cs, res.Published, res.AckLatency.Max)
 			}
 		})
 	}

@@ -19,30 +19,52 @@ type LogSyncStats struct {
 	Seconds float64 `json:"seconds"`
 }
 
-// logSyncCounters is one reading of a leader's counters.
-type logSyncCounters struct {
-	node    string
-	writes  uint64
-	seconds float64
+// CommitStats is the log entries of publishes committed during a run and
+// the time they took, from proposing one to its being applied on the
+// leader, summed over the nodes published to (INFO metrics
+// commit_seconds): the part of a publish's round trip spent in the log.
+type CommitStats struct {
+	Entries uint64  `json:"entries"`
+	Seconds float64 `json:"seconds"`
 }
 
-// readLogSync asks each address for INFO metrics and returns the counters
-// of the one that leads. ok is false for a server without them
-// (redis-server) or when no node answers as the leader.
-func readLogSync(ctx context.Context, addrs []string) (c logSyncCounters, ok bool) {
+// serverCounters is one reading of Herald's counters.
+type serverCounters struct {
+	leader      string // the leading node's address; empty: none answered as the leader
+	syncWrites  uint64
+	syncSeconds float64
+	entries     uint64 // every node's commit_seconds_count, summed
+	commitSecs  float64
+	nodes       int // nodes that answered with the counters
+}
+
+// readCounters asks each address for INFO metrics. A server without
+// Herald's counters (redis-server) counts as no node.
+func readCounters(ctx context.Context, addrs []string) serverCounters {
+	var c serverCounters
 	for _, addr := range addrs {
 		f, err := infoMetrics(ctx, addr)
-		if err != nil || f["raft_leader"] != "1" {
+		if err != nil {
+			continue
+		}
+		entries, err1 := strconv.ParseUint(f["commit_seconds_count"], 10, 64)
+		commitSecs, err2 := strconv.ParseFloat(f["commit_seconds_sum"], 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		c.nodes++
+		c.entries += entries
+		c.commitSecs += commitSecs
+		if f["raft_leader"] != "1" {
 			continue
 		}
 		writes, err1 := strconv.ParseUint(f["log_sync_seconds_count"], 10, 64)
 		seconds, err2 := strconv.ParseFloat(f["log_sync_seconds_sum"], 64)
-		if err1 != nil || err2 != nil {
-			return c, false
+		if err1 == nil && err2 == nil {
+			c.leader, c.syncWrites, c.syncSeconds = addr, writes, seconds
 		}
-		return logSyncCounters{node: addr, writes: writes, seconds: seconds}, true
 	}
-	return c, false
+	return c
 }
 
 // infoMetrics returns the fields of INFO's metrics section at addr.
@@ -72,13 +94,23 @@ func infoMetrics(ctx context.Context, addr string) (map[string]string, error) {
 }
 
 // logSyncBetween returns the leader's synced writes between two readings,
-// or nil if they are not of the same leader (leadership moved, or the
+// or nil unless both found the same leader (leadership moved, or the
 // server has no such counters).
-func logSyncBetween(before, after logSyncCounters, okBefore, okAfter bool) *LogSyncStats {
-	if !okBefore || !okAfter || before.node != after.node || after.writes < before.writes {
+func logSyncBetween(before, after serverCounters) *LogSyncStats {
+	if before.leader == "" || before.leader != after.leader || after.syncWrites < before.syncWrites {
 		return nil
 	}
-	return &LogSyncStats{Node: after.node, Writes: after.writes - before.writes, Seconds: after.seconds - before.seconds}
+	return &LogSyncStats{Node: after.leader, Writes: after.syncWrites - before.syncWrites, Seconds: after.syncSeconds - before.syncSeconds}
+}
+
+// commitsBetween returns the entries committed between two readings, or
+// nil unless both read the same number of nodes (a node that did not
+// answer once would make the difference meaningless).
+func commitsBetween(before, after serverCounters) *CommitStats {
+	if before.nodes == 0 || before.nodes != after.nodes || after.entries < before.entries {
+		return nil
+	}
+	return &CommitStats{Entries: after.entries - before.entries, Seconds: after.commitSecs - before.commitSecs}
 }
 
 // share returns the part of elapsed the leader spent in synced writes.
@@ -98,4 +130,21 @@ func (s *LogSyncStats) describe(elapsed time.Duration, published uint64) string 
 	mean := time.Duration(s.Seconds / float64(s.Writes) * 1e9)
 	return fmt.Sprintf("%s synced writes (%s/s), %s each on average, %.0f%% of the run; %.0f publishes a write",
 		fmtCount(s.Writes), fmtRate(float64(s.Writes)/elapsed.Seconds()), fmtDuration(mean), 100*s.share(elapsed), float64(published)/float64(s.Writes))
+}
+
+// mean returns an entry's average commit time.
+func (s *CommitStats) mean() time.Duration {
+	if s.Entries == 0 {
+		return 0
+	}
+	return time.Duration(s.Seconds / float64(s.Entries) * 1e9)
+}
+
+// describe renders the stats beside the run's mean publish→reply.
+func (s *CommitStats) describe(published uint64, ack time.Duration) string {
+	if s.Entries == 0 {
+		return "no entries committed"
+	}
+	return fmt.Sprintf("%s entries of %.1f publishes, %s each on average from proposal to applied, of a publish's %s round trip",
+		fmtCount(s.Entries), float64(published)/float64(s.Entries), fmtDuration(s.mean()), fmtDuration(ack))
 }

@@ -140,7 +140,7 @@ func runPublish(ctx context.Context, cfg publishConfig) (*Result, error) {
 		Workload: "publish", Target: cfg.name, Command: cfg.command, Started: time.Now(),
 		Desc: fmt.Sprintf("%d connections × pipeline %d, %d B payloads, %d channels, %s", cfg.conns, cfg.pipeline, cfg.size, cfg.channels, cmdName(cfg.herald)),
 	}
-	syncBefore, okBefore := readLogSync(ctx, cfg.addrs)
+	before := readCounters(ctx, cfg.addrs)
 	srv := startSampler(cfg.serverPIDs())
 	mach := startMachineSampler()
 	tool := startSampler(append([]int{ownPID()}, cfg.toolPIDs...))
@@ -170,8 +170,8 @@ func runPublish(ctx context.Context, cfg publishConfig) (*Result, error) {
 	res.Server, res.Tool = srv.finish(), tool.finish()
 	res.Machine = mach.finish(append(append([]int{}, res.Server.PIDs...), res.Tool.PIDs...))
 
-	syncAfter, okAfter := readLogSync(ctx, cfg.addrs)
-	res.LogSync = logSyncBetween(syncBefore, syncAfter, okBefore, okAfter)
+	after := readCounters(ctx, cfg.addrs)
+	res.LogSync, res.Commit = logSyncBetween(before, after), commitsBetween(before, after)
 	lastAck := addPublishers(res, pubs)
 	res.Elapsed = time.Duration(lastAck - start.UnixNano())
 	if res.Elapsed > 0 {

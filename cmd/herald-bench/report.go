@@ -29,6 +29,9 @@ type Result struct {
 	// LogSync is the leader's synced Raft log writes during the run
 	// (Herald only).
 	LogSync *LogSyncStats `json:"log_sync,omitempty"`
+	// Commit is the log entries of publishes committed during the run, and
+	// their time from proposal to applied (Herald only).
+	Commit *CommitStats `json:"commit,omitempty"`
 
 	Subscribers  int     `json:"subscribers,omitempty"`
 	Expected     uint64  `json:"expected_deliveries,omitempty"`
@@ -131,6 +134,9 @@ func printResult(w io.Writer, r *Result) {
 		rows = append(rows, [2]string{"published", fmt.Sprintf("%s acknowledged of %s sent: %s/s", fmtCount(r.Published), fmtCount(r.Sent), fmtRate(r.PublishRate))})
 		if r.AckLatency != nil {
 			rows = append(rows, [2]string{"publish→reply", fmtSummary(*r.AckLatency)})
+		}
+		if r.Commit != nil && r.AckLatency != nil {
+			rows = append(rows, [2]string{"commits", r.Commit.describe(r.Published, r.AckLatency.Mean)})
 		}
 		if r.LogSync != nil {
 			rows = append(rows, [2]string{"leader's log", r.LogSync.describe(r.Elapsed, r.Published)})

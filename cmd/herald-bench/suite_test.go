@@ -52,9 +52,14 @@ func TestSuiteReportPicksMedian(t *testing.T) {
 	// The leader's synced log writes: Herald's share, none for redis-server.
 	r.find("publish", "herald-1").res.LogSync = &LogSyncStats{Writes: 10, Seconds: 0.6}
 	r.find("publish", "herald-1").res.Elapsed = time.Second
+	r.find("publish", "herald-1").res.Commit = &CommitStats{Entries: 100, Seconds: 0.2}
+	r.find("publish", "herald-1").res.AckLatency = &Summary{Mean: 4 * time.Millisecond}
 	var side strings.Builder
 	r.sideBySide(&side)
 	if want := "| Publish: the leader's time in synced log writes (the disk's share of the publish path) | 60% of the run | — **FAILED** | — |"; !strings.Contains(side.String(), want) {
+		t.Errorf("side-by-side table lacks\n%s\n%s", want, side.String())
+	}
+	if want := "| Publish: the log's share of a publish's round trip (an entry's mean commit ÷ the mean publish→reply) | 50% | — **FAILED** | — |"; !strings.Contains(side.String(), want) {
 		t.Errorf("side-by-side table lacks\n%s\n%s", want, side.String())
 	}
 
