@@ -9,6 +9,9 @@ import (
 	"time"
 )
 
+// Herald's own counters, read with INFO metrics before and after a publish
+// run: what the run spent in the log.
+
 // LogSyncStats is what the leader's Raft log spent in synced writes during
 // a run, from Herald's INFO metrics (log_sync_seconds): every publish
 // waits for one, so their share of the run is the disk's share of the
