@@ -540,7 +540,9 @@ func (r *suiteReport) markdown() string {
   leader (`+"`commit_seconds`"+`, summed over the nodes published to) over the mean publish→reply: the rest is
   the way in and out of the server and the load tool's own turn.
 - CPU is user+system time from /proc/<pid>/stat over the run; RSS from /proc/<pid>/status. Idle memory is
-  the server's RSS growth from before the connections opened to %s after, divided by the connections.
+  the server's RSS growth from before the connections opened to %s after, divided by the connections: past
+  Herald's first ping of each connection (at 25 s), since a round of pings leaves about 1 KiB more per
+  connection than the first seconds show.
 
 ### Reproduce
 
@@ -552,7 +554,7 @@ runs the Go micro-benchmarks, then this suite:
 
 Each run alone, against servers you start (addresses in angle brackets):
 
-`, r.cfg.window, "5 s", r.suiteCommand())
+`, r.cfg.window, fmt.Sprintf("%.0f s", idleSettle.Seconds()), r.suiteCommand())
 	listed := map[string]bool{}
 	for _, run := range r.runs {
 		if k := run.id + " " + run.target; !listed[k] {
