@@ -3,7 +3,6 @@ package raftstore
 import (
 	"bytes"
 	"errors"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/herald-broker/herald/internal/syncio"
 )
 
 func TestPebbleLogger(t *testing.T) {
@@ -49,7 +49,7 @@ level=ERROR msg="pebble: fatal: corruption in 000123.sst"
 func TestPebbleEvents(t *testing.T) {
 	var mu sync.Mutex
 	var buf bytes.Buffer
-	h := slog.NewTextHandler(&lockedWriter{mu: &mu, w: &buf}, &slog.HandlerOptions{Level: slog.LevelDebug})
+	h := slog.NewTextHandler(&syncio.LockedWriter{Mu: &mu, W: &buf}, &slog.HandlerOptions{Level: slog.LevelDebug})
 	logged := func(level, text string) bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -96,18 +96,4 @@ func TestPebbleEvents(t *testing.T) {
 	waitFor(t, 5*time.Second, "the slow disk's warning", func() bool {
 		return logged("WARN", `msg="pebble: disk operation slow" op=sync path=000042.log bytes=0 duration=6s`)
 	})
-}
-
-// lockedWriter serializes writes to w: the handler's own lock is per
-// handler, and slog.New(h) shares it, but the goroutines logging here
-// read buf too.
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

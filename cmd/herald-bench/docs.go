@@ -113,6 +113,17 @@ type metric struct {
 }
 
 func fmtRateCell(v float64) string { return fmtRate(v) + "/s" }
+
+// fmtShareCell renders a percentage Herald's own counters gave, followed
+// by suffix; 0 is a server without them (redis-server) and shows "—".
+func fmtShareCell(suffix string) func(float64) string {
+	return func(v float64) string {
+		if v == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.0f", v) + suffix
+	}
+}
 func fmtNanosCell(v float64) string {
 	return fmtDuration(time.Duration(v))
 }
@@ -143,23 +154,13 @@ func (r *suiteReport) metrics() []metric {
 				return 0
 			}
 			return 100 * x.LogSync.share(x.Elapsed)
-		}, func(v float64) string {
-			if v == 0 {
-				return "—" // redis-server writes nothing
-			}
-			return fmt.Sprintf("%.0f%% of the run", v)
-		}, false},
+		}, fmtShareCell("% of the run"), false},
 		{"Publish: the log's share of a publish's round trip (an entry's mean commit ÷ the mean publish→reply)", "publish", func(x *Result) float64 {
 			if x.Commit == nil || x.AckLatency == nil || x.AckLatency.Mean <= 0 {
 				return 0
 			}
 			return 100 * float64(x.Commit.mean()) / float64(x.AckLatency.Mean)
-		}, func(v float64) string {
-			if v == 0 {
-				return "—"
-			}
-			return fmt.Sprintf("%.0f%%", v)
-		}, false},
+		}, fmtShareCell("%"), false},
 		{fmt.Sprintf("Fan-out to %s RESP subscribers, max rate: deliveries/s", fmtCount(uint64(c.subscribers))), "fanout",
 			func(x *Result) float64 { return x.DeliveryRate }, fmtRateCell, true},
 		{"Fan-out RESP: p99 publish→receipt (saturated)", "fanout", func(x *Result) float64 { return p99(x.Latency) }, fmtNanosCell, true},

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/herald-broker/herald/internal/heraldbin"
+	"github.com/herald-broker/herald/internal/syncio"
 )
 
 // heraldBin is the herald binary the end-to-end tests run, built once.
@@ -89,7 +89,7 @@ func (p *proc) start() {
 	p.t.Helper()
 	p.log = &bytes.Buffer{}
 	p.cmd = exec.Command(heraldBin, p.args...)
-	w := &lockedWriter{mu: &p.mu, w: p.log}
+	w := &syncio.LockedWriter{Mu: &p.mu, W: p.log}
 	p.cmd.Stdout, p.cmd.Stderr = w, w
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)
@@ -125,17 +125,6 @@ func (p *proc) logs() string {
 func (p *proc) kill9() {
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
 }
 
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/herald-broker/herald/internal/syncio"
 	"github.com/herald-broker/herald/internal/testcert"
 	"github.com/redis/go-redis/v9"
 )
@@ -63,7 +64,7 @@ func TestSecurityEndToEnd(t *testing.T) {
 		"--tls-ca-cert-file", caFile, "--acl-file", aclFile, "--jwt-secret-file", secretFile)
 	var logMu sync.Mutex
 	var logBuf strings.Builder
-	log := &lockedWriter{mu: &logMu, w: &logBuf}
+	log := &syncio.LockedWriter{Mu: &logMu, W: &logBuf}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
