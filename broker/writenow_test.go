@@ -5,36 +5,17 @@ package broker_test
 import (
 	"bytes"
 	"io"
-	"net"
 	"testing"
 
 	"github.com/herald-broker/herald/broker"
+	"github.com/herald-broker/herald/internal/tcppair"
 )
 
 // TestWriteNow: WriteNow writes what the socket takes without waiting and
 // says how much; the rest, written the blocking way after it, arrives in
 // order. A write with room in the socket goes through whole.
 func TestWriteNow(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server := <-accepted
-	if server == nil {
-		t.Fatal("accept failed")
-	}
-	defer server.Close()
+	server, client := tcppair.New(t)
 	raw := broker.RawConn(server)
 	if raw == nil {
 		t.Fatal("no descriptor under a TCP connection")

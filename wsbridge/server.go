@@ -234,6 +234,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if err == nil {
 			err = ctx.Err()
 		}
+		// Connections still open are cut: their readers wait
+		// without a context that ends.
+		s.mu.Lock()
+		for c := range s.ws {
+			c.c.CloseNow()
+		}
+		s.mu.Unlock()
 	}
 	s.cancel()
 	return err

@@ -1,11 +1,13 @@
 package wsbridge
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -76,14 +78,20 @@ type wsConn struct {
 	working bool
 	queue   []*request
 
-	pinger *time.Timer
-	expiry *time.Timer // the token's expiry; nil without one
-	remote string
+	pinger   *time.Timer  // runs keepAlive
+	pingSent atomic.Int64 // monotime of the last ping; 0: none yet
+	expiry   *time.Timer  // the token's expiry; nil without one
+	remote   string
 	// release gives back the connection's place under the HTTP
 	// connection limits.
 	release func()
-	raw     net.Conn     // under c: the writer sets its write deadline
+	raw     net.Conn  // under c: the writer sets its write deadline
+	live    *liveConn // what c reads through: when the peer last sent
+	br      *bufio.Reader
 	fw      *frameWriter // under c's write buffer: gathers each message into one write
+	// readMu is held by whoever reads br outside coder/websocket's Read:
+	// the reader taking pongs, the writer in the close handshake.
+	readMu sync.Mutex
 
 	// The writer: a goroutine that runs while the outbox has frames.
 	wmu      sync.Mutex
@@ -126,8 +134,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.SetReadLimit(s.readLimit())
+	hj.restoreEarly()
 	ctx, stop := context.WithCancel(s.baseCtx)
-	conn := &wsConn{s: s, c: c, raw: hj.conn, fw: hj.fw, ctx: ctx, stop: stop, release: release,
+	conn := &wsConn{s: s, c: c, raw: hj.conn, live: hj.live, br: hj.br, fw: hj.fw, ctx: ctx, stop: stop, release: release,
 		grant: g, limiter: broker.NewRateLimiter(s.cfg.MaxRequestRate, 0)}
 	conn.cl = s.broker.NewClient(jsonFormat{})
 	conn.cl.OnFail(conn.dropIfSlow)
@@ -149,7 +158,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 // then the reader. A writer goroutine runs only while the outbox has
 // something to send (see kick).
 func (c *wsConn) serve(subs []subRequest) {
-	c.pinger = time.AfterFunc(c.s.cfg.PingInterval, c.ping)
+	// The pinger is armed once set: keepAlive uses it.
+	c.pinger = time.AfterFunc(math.MaxInt64, c.keepAlive)
+	c.pinger.Reset(c.s.cfg.PingInterval)
 	if c.grant != nil && !c.grant.expires.IsZero() {
 		c.expiry = time.AfterFunc(time.Until(c.grant.expires), c.expire)
 	}
@@ -169,13 +180,46 @@ func (c *wsConn) serve(subs []subRequest) {
 // read handles the connection's next request, then hands reading over to
 // a fresh goroutine; when the connection ends it finishes it. Handling a
 // request grows a goroutine's stack, and an idle connection waits in its
-// reader: a fresh one keeps only the small stack that reading needs.
+// reader: a fresh one, waiting outside coder/websocket's Read (see
+// awaitFrame), keeps the smallest stack a goroutine has.
 func (c *wsConn) read() {
-	if c.readOne() {
+	if c.awaitFrame() && c.readOne() {
 		go c.read()
 		return
 	}
 	c.finish()
+}
+
+// awaitFrame waits for the peer's next frame other than a pong, and
+// reports whether the connection is still open. It waits for the socket
+// itself, and takes pongs off the stream, so that the reader waits in
+// coder/websocket's Read (whose stack is twice the size) only while a
+// frame is arriving. Where the socket cannot be waited for that way it
+// returns at once.
+func (c *wsConn) awaitFrame() bool {
+	if !shallowWaits || c.fw.raw == nil {
+		return true
+	}
+	for {
+		if c.br.Buffered() == 0 && waitReadable(c.fw.raw) != nil {
+			return false
+		}
+		c.readMu.Lock()
+		if c.closing.Load() != nil {
+			// The writer may be in the close handshake, which
+			// reads too: the library's Read takes its turn.
+			c.readMu.Unlock()
+			return true
+		}
+		took, err := takePong(c.br)
+		c.readMu.Unlock()
+		if err != nil {
+			return false
+		}
+		if !took {
+			return true
+		}
+	}
 }
 
 // finish ends the connection once its reader is done.
@@ -203,7 +247,9 @@ func (c *wsConn) finish() {
 // readOne reads and handles one request, and reports whether the
 // connection goes on.
 func (c *wsConn) readOne() bool {
-	typ, data, err := c.c.Read(c.ctx)
+	// Read has no context that can end: the library would arm a hook
+	// on it for every read. The connection's end (CloseNow) ends a read.
+	typ, data, err := c.c.Read(context.Background())
 	if err != nil {
 		return false
 	}
@@ -507,9 +553,9 @@ func (c *wsConn) kick() {
 // their turn, they gather more messages per frame. Under a slot a writer
 // does not wait for its socket (coder/websocket's Write only fills the
 // frameWriter's buffer, and release waits only after waitSocket); the one
-// wait left is for coder/websocket's write lock while a ping or pong to the
-// same client is being written, which the library bounds (5 s for any
-// control frame).
+// wait left is for coder/websocket's write lock while a pong to the same
+// client is being written, which the library bounds (5 s for any control
+// frame). Herald's pings take no such lock (frameWriter.sendPing).
 //
 // A write is bounded by a deadline on the connection rather than by a
 // context: coder/websocket arms a timer per write for a context that can
@@ -538,8 +584,8 @@ func (c *wsConn) write() {
 			}
 			clear(frames)
 			if waited {
-				// No deadline outlives the write: coder/websocket's
-				// pings and pongs write too.
+				// No deadline outlives the write: pings and pongs
+				// write too.
 				c.raw.SetWriteDeadline(time.Time{})
 			} else {
 				c.slot.Sent()
@@ -559,13 +605,13 @@ func (c *wsConn) write() {
 		case errors.Is(err, broker.ErrSlowConsumer):
 			c.s.cfg.Logger.Info("websocket client disconnected: outbox limit", "client", c.cl.ID())
 			c.raw.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-			c.c.Close(CloseSlowConsumer, "slow consumer: messages were not read fast enough")
+			c.closeHandshake(CloseSlowConsumer, "slow consumer: messages were not read fast enough")
 			c.writerExit()
 			return
 		case err != nil:
 			if req := c.closing.Load(); req != nil {
 				c.raw.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-				c.c.Close(req.code, req.reason)
+				c.closeHandshake(req.code, req.reason)
 			}
 			c.writerExit()
 			return
@@ -575,6 +621,14 @@ func (c *wsConn) write() {
 			}
 		}
 	}
+}
+
+// closeHandshake sends a close frame and waits for the peer's, which
+// coder/websocket reads from br: the reader does not read it meanwhile.
+func (c *wsConn) closeHandshake(code websocket.StatusCode, reason string) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	c.c.Close(code, reason)
 }
 
 // waitSocket is called when the socket cannot take a whole message at
@@ -655,21 +709,32 @@ func joinLines(dst []byte, frames [][]byte) []byte {
 	return dst
 }
 
-// ping checks the peer is alive, and schedules the next check. A peer that
-// does not answer within PongTimeout is disconnected.
-func (c *wsConn) ping() {
+// keepAlive pings the peer every PingInterval, and disconnects it if
+// nothing comes from it within PongTimeout of a ping: a pong or any other
+// frame. It runs on the pinger, and schedules its next run.
+func (c *wsConn) keepAlive() {
 	if c.ctx.Err() != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.cfg.PongTimeout)
-	err := c.c.Ping(ctx)
-	cancel()
-	if err != nil {
+	now, sent := monotime(), c.pingSent.Load()
+	interval, timeout := int64(c.s.cfg.PingInterval), int64(c.s.cfg.PongTimeout)
+	if sent != 0 && c.live.lastRead.Load() < sent { // not answered yet
+		if wait := sent + timeout - now; wait > 0 {
+			c.pinger.Reset(time.Duration(wait))
+			return
+		}
+		c.s.cfg.Logger.Info("websocket client disconnected: no answer to ping", "client", c.cl.ID())
 		c.stop()
 		c.c.CloseNow()
 		return
 	}
-	c.pinger.Reset(c.s.cfg.PingInterval)
+	if wait := sent + interval - now; sent != 0 && wait > 0 {
+		c.pinger.Reset(time.Duration(wait))
+		return
+	}
+	c.pingSent.Store(now)
+	c.pinger.Reset(time.Duration(min(interval, timeout)))
+	c.fw.sendPing()
 }
 
 // dropIfSlow stops delivering to a connection whose outbox failed as a slow

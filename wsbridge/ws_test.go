@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -1445,6 +1446,75 @@ func (c *rawWS) writeFrame(opcode byte, payload []byte) {
 	}
 }
 
+// answerPings reads n frames, each a ping, and answers each with a pong.
+func (c *rawWS) answerPings(n int) {
+	c.t.Helper()
+	for i := range n {
+		op, p, err := c.readFrame()
+		if err != nil || op != 0x9 {
+			c.t.Fatalf("after %d pings: opcode %#x (%v), want a ping", i, op, err)
+		}
+		c.writeFrame(0xA, p)
+	}
+}
+
+// expectReply reads frames up to the text frame want, answering the
+// server's pings on the way if answer is set and skipping them otherwise.
+func (c *rawWS) expectReply(want string, answer bool) {
+	c.t.Helper()
+	for {
+		op, p, err := c.readFrame()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if op == 0x9 {
+			if answer {
+				c.writeFrame(0xA, p)
+			}
+			continue
+		}
+		if op != 0x1 || string(p) != want {
+			c.t.Fatalf("opcode %#x %q, want %s", op, p, want)
+		}
+		return
+	}
+}
+
+// TestWSIdleReader: between requests, a connection's reader waits for its
+// socket outside coder/websocket's Read, whose stack is twice the size of
+// the wait's, and it still does after answering pings: the server takes
+// the pongs off the stream itself. The reader's stack is a third of an
+// idle connection's memory.
+func TestWSIdleReader(t *testing.T) {
+	n := startNode(t, broker.Config{}, raftstore.Config{}, wsbridge.Config{PingInterval: 20 * time.Millisecond, PongTimeout: ioTimeout})
+	const conns = 3
+	for range conns {
+		c := dialRawWS(t, n)
+		c.answerPings(3)
+		c.writeFrame(0x1, []byte(`{"op":"ping","id":1}`))
+		c.expectReply(`{"type":"pong","id":1}`, true)
+		c.answerPings(1) // the last frame the server reads is a pong
+	}
+	var deep, shallow int
+	waitFor(t, "every reader to wait outside the library", func() bool {
+		deep, shallow = 0, 0
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for g := range bytes.SplitSeq(buf, []byte("\n\n")) {
+			if !bytes.Contains(g, []byte("wsbridge.(*wsConn).read(")) {
+				continue
+			}
+			switch {
+			case bytes.Contains(g, []byte("websocket.(*Conn).Read(")):
+				deep++
+			case bytes.Contains(g, []byte("wsbridge.(*wsConn).awaitFrame(")):
+				shallow++
+			}
+		}
+		return deep == 0 && shallow == conns
+	})
+}
+
 // TestWSServerPing: the server pings every PingInterval; a peer that
 // answers stays, one that does not is disconnected after PongTimeout.
 func TestWSServerPing(t *testing.T) {
@@ -1452,31 +1522,44 @@ func TestWSServerPing(t *testing.T) {
 
 	t.Run("answered", func(t *testing.T) {
 		c := dialRawWS(t, n)
-		for pings := 0; pings < 5; {
-			op, p, err := c.readFrame()
-			if err != nil {
-				t.Fatalf("after %d pings: %v", pings, err)
-			}
-			if op != 0x9 {
-				t.Fatalf("opcode %#x, want a ping", op)
-			}
-			c.writeFrame(0xA, p)
-			pings++
-		}
+		c.answerPings(5)
 		c.writeFrame(0x1, []byte(`{"op":"ping","id":1}`))
-		for {
+		c.expectReply(`{"type":"pong","id":1}`, true)
+	})
+
+	t.Run("any frame answers", func(t *testing.T) {
+		// A request answers a ping as well as a pong does.
+		c := dialRawWS(t, n)
+		for id := 1; id <= 5; id++ {
+			if op, _, err := c.readFrame(); err != nil || op != 0x9 {
+				t.Fatalf("opcode %#x (%v), want a ping", op, err)
+			}
+			c.writeFrame(0x1, fmt.Appendf(nil, `{"op":"ping","id":%d}`, id))
+			c.expectReply(fmt.Sprintf(`{"type":"pong","id":%d}`, id), false)
+		}
+	})
+
+	t.Run("client pings and pongs", func(t *testing.T) {
+		// A pong nobody asked for is allowed, and taken off the
+		// stream; a ping from the client gets its pong.
+		c := dialRawWS(t, n)
+		c.writeFrame(0xA, []byte("unasked"))
+		c.writeFrame(0x9, []byte("abc"))
+		c.writeFrame(0x1, []byte(`{"op":"ping","id":1}`))
+		for gotPong, gotReply := false, false; !gotPong || !gotReply; {
 			op, p, err := c.readFrame()
-			if err != nil {
+			switch {
+			case err != nil:
 				t.Fatal(err)
-			}
-			if op == 0x9 {
+			case op == 0x9:
 				c.writeFrame(0xA, p)
-				continue
+			case op == 0xA && string(p) == "abc":
+				gotPong = true
+			case op == 0x1 && string(p) == `{"type":"pong","id":1}`:
+				gotReply = true
+			default:
+				t.Fatalf("opcode %#x %q", op, p)
 			}
-			if op != 0x1 || string(p) != `{"type":"pong","id":1}` {
-				t.Fatalf("opcode %#x %q, want the pong", op, p)
-			}
-			break
 		}
 	})
 
