@@ -542,8 +542,8 @@ func (r *suiteReport) markdown() string {
   the way in and out of the server and the load tool's own turn.
 - CPU is user+system time from /proc/<pid>/stat over the run; RSS from /proc/<pid>/status. Idle memory is
   the server's RSS growth from before the connections opened to %s after, divided by the connections: past
-  Herald's first ping of each connection (at 25 s), since a round of pings leaves about 1 KiB more per
-  connection than the first seconds show.
+  Herald's first ping of each connection (at 25 s), so that what a round of pings costs is counted, as it
+  is on a server that runs.
 
 ### Reproduce
 

@@ -15,9 +15,9 @@ import (
 
 // idleSettle is how long the suite's idle connections stay open before
 // their memory is measured: past Herald's first ping of each of them (every
-// 25 s by default). A round of pings leaves about 1 KiB more per connection
-// than the first seconds show, and a server runs with its pings, not
-// before them.
+// 25 s by default). A server runs with its pings, not before them: with
+// coder/websocket's Ping, a round left about 1 KiB more per connection than
+// the first seconds showed.
 const idleSettle = 30 * time.Second
 
 // suiteConfig is the standard comparison: Herald on one node, Herald on
