@@ -35,6 +35,10 @@ type smallBuffers struct {
 	live *liveConn
 	br   *bufio.Reader
 	fw   *frameWriter
+	// socket is the descriptor under conn if conn is a plain socket,
+	// which holds no bytes of its own above the kernel's: the reader
+	// waits on it (awaitFrame). nil otherwise (TLS, a wrapper).
+	socket syscall.RawConn
 	// early is how many bytes the client sent after its request,
 	// without waiting for the handshake's answer.
 	early int
@@ -209,5 +213,9 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// net/http flushed the handshake's response before handing over the
 	// connection: its write buffer is empty.
 	w.fw = &frameWriter{conn: conn, raw: broker.RawConn(conn)}
+	switch conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		w.socket = w.fw.raw
+	}
 	return w.live, bufio.NewReadWriter(r, bufio.NewWriterSize(w.fw, wsWriteBufferSize)), nil
 }

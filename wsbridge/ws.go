@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -88,7 +89,8 @@ type wsConn struct {
 	raw     net.Conn  // under c: the writer sets its write deadline
 	live    *liveConn // what c reads through: when the peer last sent
 	br      *bufio.Reader
-	fw      *frameWriter // under c's write buffer: gathers each message into one write
+	socket  syscall.RawConn // the socket under raw, to wait on; nil: not a plain socket
+	fw      *frameWriter    // under c's write buffer: gathers each message into one write
 	// readMu is held by whoever reads br outside coder/websocket's Read:
 	// the reader taking pongs, the writer in the close handshake.
 	readMu sync.Mutex
@@ -136,7 +138,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.SetReadLimit(s.readLimit())
 	hj.restoreEarly()
 	ctx, stop := context.WithCancel(s.baseCtx)
-	conn := &wsConn{s: s, c: c, raw: hj.conn, live: hj.live, br: hj.br, fw: hj.fw, ctx: ctx, stop: stop, release: release,
+	conn := &wsConn{s: s, c: c, raw: hj.conn, live: hj.live, br: hj.br, socket: hj.socket, fw: hj.fw, ctx: ctx, stop: stop, release: release,
 		grant: g, limiter: broker.NewRateLimiter(s.cfg.MaxRequestRate, 0)}
 	conn.cl = s.broker.NewClient(jsonFormat{})
 	conn.cl.OnFail(conn.dropIfSlow)
@@ -197,11 +199,11 @@ func (c *wsConn) read() {
 // frame is arriving. Where the socket cannot be waited for that way it
 // returns at once.
 func (c *wsConn) awaitFrame() bool {
-	if !shallowWaits || c.fw.raw == nil {
+	if !shallowWaits || c.socket == nil {
 		return true
 	}
 	for {
-		if c.br.Buffered() == 0 && waitReadable(c.fw.raw) != nil {
+		if c.br.Buffered() == 0 && waitReadable(c.socket) != nil {
 			return false
 		}
 		c.readMu.Lock()

@@ -69,11 +69,22 @@ func startCluster(t testing.TB, n int, bcfg broker.Config, rcfg raftstore.Config
 
 func serveNode(t testing.TB, b *broker.Broker, st *raftstore.Store, cfg wsbridge.Config) *node {
 	t.Helper()
+	return serveNodeOn(t, b, st, cfg, nil)
+}
+
+// serveNodeOn serves the node's HTTP side on a listener that wrap (if not
+// nil) wraps.
+func serveNodeOn(t testing.TB, b *broker.Broker, st *raftstore.Store, cfg wsbridge.Config, wrap func(net.Listener) net.Listener) *node {
+	t.Helper()
 	if cfg.Ready == nil {
 		cfg.Ready = st.Ready
 	}
 	srv := wsbridge.New(b, cfg)
-	hs := httptest.NewServer(srv.Handler())
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	if wrap != nil {
+		hs.Listener = wrap(hs.Listener)
+	}
+	hs.Start()
 	t.Cleanup(hs.Close)
 	// Runs before hs.Close: ends SSE streams and long-polls, which
 	// hs.Close would otherwise wait for.
@@ -1516,9 +1527,41 @@ func TestWSIdleReader(t *testing.T) {
 }
 
 // TestWSServerPing: the server pings every PingInterval; a peer that
-// answers stays, one that does not is disconnected after PongTimeout.
+// answers stays, one that does not is disconnected after PongTimeout. On
+// a plain socket the server waits for frames on the socket and takes pongs
+// off the stream itself; on a connection that is not one (TLS, or a
+// listener's wrapper, as here) coder/websocket reads them, and pings are
+// written the blocking way: the peer sees no difference.
 func TestWSServerPing(t *testing.T) {
-	n := startNode(t, broker.Config{}, raftstore.Config{}, wsbridge.Config{PingInterval: 20 * time.Millisecond, PongTimeout: 200 * time.Millisecond})
+	for _, wrapped := range []bool{false, true} {
+		t.Run(fmt.Sprintf("wrapped %v", wrapped), func(t *testing.T) {
+			var wrap func(net.Listener) net.Listener
+			if wrapped {
+				wrap = func(ln net.Listener) net.Listener { return wrappingListener{ln} }
+			}
+			b := broker.New(broker.Config{})
+			st := raftstoretest.Open(t, b, raftstore.Config{})
+			n := serveNodeOn(t, b, st, wsbridge.Config{PingInterval: 20 * time.Millisecond, PongTimeout: 200 * time.Millisecond}, wrap)
+			testServerPing(t, n)
+		})
+	}
+}
+
+// wrappingListener hands out its connections wrapped: the server sees a
+// net.Conn that is not a socket.
+type wrappingListener struct{ net.Listener }
+
+type wrappedConn struct{ net.Conn }
+
+func (l wrappingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return wrappedConn{c}, nil
+}
+
+func testServerPing(t *testing.T, n *node) {
 
 	t.Run("answered", func(t *testing.T) {
 		c := dialRawWS(t, n)
