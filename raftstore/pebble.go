@@ -80,13 +80,17 @@ func pebbleEvents(l *pebbleLogger) *pebble.EventListener {
 		// which writing the log line may do.
 		go l.log.Warn("pebble: disk operation slow", "op", info.OpType.String(), "path", info.Path, "bytes", info.WriteSize, "duration", info.Duration)
 	}
-	var stalled atomic.Int64 // when the current write stall began, in Unix nanoseconds
+	var stalled atomic.Pointer[time.Time] // when the current write stall began
 	el.WriteStallBegin = func(info pebble.WriteStallBeginInfo) {
-		stalled.Store(time.Now().UnixNano())
+		now := time.Now()
+		stalled.Store(&now)
 		l.log.Warn("pebble: writes stalled", "reason", info.Reason)
 	}
 	el.WriteStallEnd = func() {
-		d := time.Duration(time.Now().UnixNano() - stalled.Load())
+		var d time.Duration
+		if began := stalled.Load(); began != nil {
+			d = time.Since(*began) // on the monotonic clock
+		}
 		l.log.Warn("pebble: writes resumed", "stalled", d)
 	}
 	return &el
