@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -114,9 +115,9 @@ func checkRun(t *testing.T, res *Result, err error) {
 
 func TestPublishWorkload(t *testing.T) {
 	h := startHeraldInProcess(t)
-	for _, herald := range []bool{false, true} {
-		t.Run(cmdName(herald), func(t *testing.T) {
-			res, err := runPublish(context.Background(), publishConfig{common: testCommon(h), conns: 4, pipeline: 8, size: 64, channels: 2, herald: herald, verify: true})
+	for _, v := range []verb{verbPublish, verbHeraldPublish} {
+		t.Run(string(v), func(t *testing.T) {
+			res, err := runPublish(context.Background(), publishConfig{common: testCommon(h), conns: 4, pipeline: 8, size: 64, channels: 2, verb: v, verify: true})
 			checkRun(t, res, err)
 			if !strings.Contains(res.Verified, "as acknowledged") {
 				t.Fatalf("server state not verified: %q %v", res.Verified, res.Notes)
@@ -135,6 +136,93 @@ func TestPublishWorkload(t *testing.T) {
 	}
 }
 
+// startTestRedis starts a redis-server as the suite does (durable: with
+// appendfsync always) and returns it with a connection to it.
+func startTestRedis(t *testing.T, durable bool) (*target, net.Conn, *respReader) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal("redis-server not found: install it (make deps, or apt-get install -y redis-server)")
+	}
+	srv, err := startRedis(context.Background(), bin, t.TempDir(), durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.stop)
+	conn, err := net.Dial("tcp", srv.addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return srv, conn, newRESPReader(conn, 64<<10)
+}
+
+// TestPublishXAdd runs the publish workload as XADD against a real
+// redis-server in its durable mode, as the suite's redis-aof target does:
+// every publish is acknowledged, and the streams account for each one.
+func TestPublishXAdd(t *testing.T) {
+	ctx := context.Background()
+	srv, conn, rd := startTestRedis(t, true)
+	addr := srv.addrs()[0]
+	if v, err := roundTrip(conn, rd, "CONFIG", "GET", "appendfsync"); err != nil || v.String() != `["appendfsync" "always"]` {
+		t.Fatalf("CONFIG GET appendfsync: %v %v, want always", v, err)
+	}
+
+	c := common{addrs: []string{addr}, pids: srv.pids(), name: "redis-aof", duration: 10 * time.Second, messages: 20_000, setup: 30 * time.Second}
+	res, err := runPublish(ctx, publishConfig{common: c, conns: 4, pipeline: 8, size: 64, channels: 3, verb: verbXAdd, verify: true})
+	checkRun(t, res, err)
+	if res.Published != 20_000 || !strings.HasPrefix(res.Verified, "XINFO STREAM: 20,000 messages committed over 3 channels") {
+		t.Fatalf("published %d, verified %q %v: want all 20,000 found in the streams", res.Published, res.Verified, res.Notes)
+	}
+	// Trimmed as Herald retains: about xaddMaxLen entries a stream.
+	keys, err := roundTrip(conn, rd, "KEYS", "hb:*")
+	if err != nil || len(keys.elems) != 3 {
+		t.Fatalf("KEYS hb:*: %v %v, want the 3 streams", keys, err)
+	}
+	for _, k := range keys.elems {
+		n, err := roundTrip(conn, rd, "XLEN", string(k.str))
+		if err != nil || n.num < xaddMaxLen || n.num > 2*xaddMaxLen {
+			t.Fatalf("XLEN %s: %v %v, want about %d", k.str, n, err, xaddMaxLen)
+		}
+	}
+}
+
+// TestVerifyStreams: the count XINFO STREAM gives must match what was
+// acknowledged, or the run fails.
+func TestVerifyStreams(t *testing.T) {
+	ctx := context.Background()
+	srv, conn, rd := startTestRedis(t, false)
+	addr := srv.addrs()[0]
+	for _, s := range []string{"a", "b", "b"} {
+		if _, err := roundTrip(conn, rd, "XADD", s, "*", "m", "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		published, errs uint64
+		names           []string
+		ok              bool
+		note            string
+	}{
+		{3, 0, []string{"a", "b"}, true, ""},
+		{2, 1, []string{"a", "b"}, true, ""}, // one failed reply that did commit
+		{4, 0, []string{"a", "b"}, false, ""},
+		{2, 0, []string{"a", "b"}, false, ""},
+		{3, 0, []string{"a", "b", "c"}, false, "not verified: XINFO: ERR no such key"},
+	} {
+		res := &Result{Published: c.published, Loss: Loss{Errors: c.errs}}
+		verifyChannels(ctx, addr, c.names, verbXAdd, res)
+		switch {
+		case c.note != "":
+			if len(res.Notes) != 1 || res.Notes[0] != c.note || res.Verified != "" || len(res.Failures) != 0 {
+				t.Errorf("%+v: verified %q, failures %v, notes %q: want the note %q", c, res.Verified, res.Failures, res.Notes, c.note)
+			}
+		case c.ok != (res.Verified != "") || c.ok == (len(res.Failures) > 0):
+			t.Errorf("%+v: verified %q, failures %v, notes %v", c, res.Verified, res.Failures, res.Notes)
+		}
+	}
+}
+
 func TestFanoutWorkload(t *testing.T) {
 	h := startHeraldInProcess(t)
 	cases := []struct {
@@ -142,7 +230,7 @@ func TestFanoutWorkload(t *testing.T) {
 		cfg  fanoutConfig
 	}{
 		{"resp max rate", fanoutConfig{transport: "resp", channels: 2, subscribers: 20, publishers: 2, window: 16}},
-		{"resp herald.subscribe", fanoutConfig{transport: "resp", heraldSub: true, herald: true, channels: 1, subscribers: 10, publishers: 1, window: 16}},
+		{"resp herald.subscribe", fanoutConfig{transport: "resp", heraldSub: true, verb: verbHeraldPublish, channels: 1, subscribers: 10, publishers: 1, window: 16}},
 		{"ws max rate", fanoutConfig{transport: "ws", channels: 2, subscribers: 20, publishers: 3, window: 16}},
 		{"ws fixed rate", fanoutConfig{transport: "ws", channels: 1, subscribers: 20, publishers: 1, rate: 200}},
 	}

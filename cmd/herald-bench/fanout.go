@@ -16,7 +16,7 @@ type fanoutConfig struct {
 	common
 	transport   string // "resp" or "ws"
 	heraldSub   bool   // RESP subscribers use HERALD.SUBSCRIBE (sequence numbers)
-	herald      bool   // publishers use HERALD.PUBLISH
+	verb        verb   // the publishers' command: PUBLISH or HERALD.PUBLISH
 	channels    int
 	subscribers int // per channel
 	publishers  int
@@ -109,7 +109,7 @@ func runFanout(ctx context.Context, cfg fanoutConfig) (*Result, error) {
 		chs := channelsOf(i, cfg.publishers, cfg.channels)
 		pc := publisherConfig{
 			id: uint32(i), addr: cfg.addrs[i%len(cfg.addrs)], channels: chs, names: names,
-			herald: cfg.herald, pipeline: cfg.pipeline, size: cfg.size, gate: win,
+			verb: cfg.verb, pipeline: cfg.pipeline, size: cfg.size, gate: win,
 			messages: share(cfg.messages, cfg.publishers, i), ackHist: ackHist.shard(i),
 		}
 		if cfg.rate > 0 {

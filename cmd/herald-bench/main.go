@@ -242,7 +242,7 @@ func parseWorkload(cmd string, args []string, stderr io.Writer) (*workload, erro
 	var (
 		conns, pipeline, size, channels, subscribers, publishers, window, dialers, perProc int
 		rate                                                                               float64
-		herald, heraldSub, verify, subscribe                                               bool
+		herald, xadd, heraldSub, verify, subscribe                                         bool
 		transport                                                                          string
 		drain, settle                                                                      time.Duration
 	)
@@ -254,7 +254,8 @@ func parseWorkload(cmd string, args []string, stderr io.Writer) (*workload, erro
 		fs.IntVar(&size, "size", 64, fmt.Sprintf("payload bytes (at least %d)", MinPayloadSize))
 		fs.IntVar(&channels, "channels", 0, "channels published to (0: one per connection)")
 		fs.BoolVar(&herald, "herald-publish", false, "publish with HERALD.PUBLISH (replies with the sequence number)")
-		fs.BoolVar(&verify, "verify", true, "after the run, check with HERALD.CHANNEL that the server committed every acknowledged publish (Herald only; skipped elsewhere)")
+		fs.BoolVar(&xadd, "xadd", false, fmt.Sprintf("publish with XADD <channel> MAXLEN ~ %d * m <payload>: a Redis stream entry, what redis-server keeps durably (appendfsync always)", xaddMaxLen))
+		fs.BoolVar(&verify, "verify", true, "after the run, check that the server committed every acknowledged publish: with HERALD.CHANNEL (Herald; skipped elsewhere), or XINFO STREAM (--xadd)")
 	case "fanout", "cluster":
 		wf.register(fs, 10*time.Second)
 		fs.IntVar(&channels, "channels", 1, "channels")
@@ -298,7 +299,10 @@ func parseWorkload(cmd string, args []string, stderr io.Writer) (*workload, erro
 		if conns < 1 || pipeline < 1 {
 			return nil, errors.New("--conns and --pipeline must be at least 1")
 		}
-		cfg := publishConfig{common: c, conns: conns, pipeline: pipeline, size: size, channels: channels, herald: herald, verify: verify}
+		if herald && xadd {
+			return nil, errors.New("--herald-publish and --xadd: choose one")
+		}
+		cfg := publishConfig{common: c, conns: conns, pipeline: pipeline, size: size, channels: channels, verb: verbFor(herald, xadd), verify: verify}
 		w.run = func(ctx context.Context) (*Result, error) { return runPublish(ctx, cfg) }
 	case "fanout", "cluster":
 		if cmd == "cluster" && max(len(c.addrs), len(c.wsURLs)) < 2 {
@@ -319,7 +323,7 @@ func parseWorkload(cmd string, args []string, stderr io.Writer) (*workload, erro
 				window = defaultWindow
 			}
 		}
-		cfg := fanoutConfig{common: c, transport: transport, heraldSub: heraldSub, herald: herald,
+		cfg := fanoutConfig{common: c, transport: transport, heraldSub: heraldSub, verb: verbFor(herald, false),
 			channels: channels, subscribers: subscribers, publishers: publishers, pipeline: pipeline, size: size,
 			rate: rate, window: window, drain: drain, dialers: dialers}
 		w.run = func(ctx context.Context) (*Result, error) { return runFanout(ctx, cfg) }

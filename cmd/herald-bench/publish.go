@@ -85,8 +85,8 @@ type publishConfig struct {
 	pipeline int
 	size     int
 	channels int  // 0: one per connection
-	herald   bool // HERALD.PUBLISH
-	verify   bool // check the servers' channel state after the run (Herald)
+	verb     verb // the command each message is sent with
+	verify   bool // check the servers' state after the run (Herald; streams for XADD)
 }
 
 // runPublish opens conns pipelined publishing connections (spread over the
@@ -113,7 +113,7 @@ func runPublish(ctx context.Context, cfg publishConfig) (*Result, error) {
 		chs := channelsOf(i, cfg.conns, cfg.channels)
 		pc := publisherConfig{
 			id: uint32(i), addr: cfg.addrs[i%len(cfg.addrs)], channels: chs, names: names,
-			herald: cfg.herald, pipeline: cfg.pipeline, size: cfg.size,
+			verb: cfg.verb, pipeline: cfg.pipeline, size: cfg.size,
 			messages: share(cfg.messages, cfg.conns, i), ackHist: ackHist.shard(i),
 		}
 		wg.Add(1)
@@ -138,7 +138,7 @@ func runPublish(ctx context.Context, cfg publishConfig) (*Result, error) {
 
 	res := &Result{
 		Workload: "publish", Target: cfg.name, Command: cfg.command, Started: time.Now(),
-		Desc: fmt.Sprintf("%d connections × pipeline %d, %d B payloads, %d channels, %s", cfg.conns, cfg.pipeline, cfg.size, cfg.channels, cmdName(cfg.herald)),
+		Desc: fmt.Sprintf("%d connections × pipeline %d, %d B payloads, %d channels, %s", cfg.conns, cfg.pipeline, cfg.size, cfg.channels, cfg.verb),
 	}
 	before := readCounters(ctx, cfg.addrs)
 	srv := startSampler(cfg.serverPIDs())
@@ -180,7 +180,7 @@ func runPublish(ctx context.Context, cfg publishConfig) (*Result, error) {
 	s := ackHist.merged().Summary()
 	res.AckLatency = &s
 	if cfg.verify {
-		verifyChannels(ctx, cfg.addrs[0], names, res)
+		verifyChannels(ctx, cfg.addrs[0], names, cfg.verb, res)
 	}
 	res.finish()
 	return res, nil
@@ -201,18 +201,13 @@ func share(total uint64, n, i int) uint64 {
 	return s
 }
 
-func cmdName(herald bool) string {
-	if herald {
-		return "HERALD.PUBLISH"
-	}
-	return "PUBLISH"
-}
-
-// verifyChannels asks a Herald server for each channel's last sequence
-// number: their sum must be the number of publishes acknowledged, every one
-// committed once (plus any that failed with an indeterminate error). A
-// server without HERALD.CHANNEL (redis-server) is not checked.
-func verifyChannels(ctx context.Context, addr string, names []string, res *Result) {
+// verifyChannels asks the server how many messages each channel got: their
+// sum must be the number of publishes acknowledged, every one committed once
+// (plus any that failed with an indeterminate error). Herald tells with
+// HERALD.CHANNEL (the last sequence number); a Redis stream with XINFO
+// STREAM (entries-added, which trimming leaves alone). A server without
+// HERALD.CHANNEL (redis-server, PUBLISH) is not checked.
+func verifyChannels(ctx context.Context, addr string, names []string, v verb, res *Result) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var d net.Dialer
@@ -226,27 +221,38 @@ func verifyChannels(ctx context.Context, addr string, names []string, res *Resul
 		conn.SetDeadline(dl)
 	}
 	rd := newRESPReader(conn, 64<<10)
+	cmd, field := []string{"HERALD.CHANNEL"}, "last_seq"
+	if v == verbXAdd {
+		cmd, field = []string{"XINFO", "STREAM"}, "entries-added"
+	}
 	var total uint64
 	for _, name := range names {
-		v, err := roundTrip(conn, rd, "HERALD.CHANNEL", name)
+		r, err := roundTrip(conn, rd, append(cmd, name)...)
 		if err != nil {
-			if strings.Contains(err.Error(), "unknown command") {
+			if v != verbXAdd && strings.Contains(err.Error(), "unknown command") {
 				return
 			}
 			res.Notes = append(res.Notes, "not verified: "+err.Error())
 			return
 		}
-		for i := 0; i+1 < len(v.elems); i += 2 {
-			if string(v.elems[i].str) == "last_seq" {
-				total += uint64(v.elems[i+1].num)
+		found := false
+		for i := 0; i+1 < len(r.elems); i += 2 {
+			if string(r.elems[i].str) == field {
+				total += uint64(r.elems[i+1].num)
+				found = true
 			}
+		}
+		if !found {
+			res.Notes = append(res.Notes, fmt.Sprintf("not verified: %s %s has no %s", strings.Join(cmd, " "), name, field))
+			return
 		}
 	}
 	acked, errs := res.Published, res.Loss.Errors
+	what := fmt.Sprintf("%s: %s messages committed over %d channels", strings.Join(cmd, " "), fmtCount(total), len(names))
 	switch {
 	case total >= acked && total <= acked+errs:
-		res.Verified = fmt.Sprintf("HERALD.CHANNEL: %s messages committed over %d channels, as acknowledged", fmtCount(total), len(names))
+		res.Verified = what + ", as acknowledged"
 	default:
-		res.Failures = append(res.Failures, fmt.Sprintf("HERALD.CHANNEL counts %d messages committed, %d were acknowledged", total, acked))
+		res.Failures = append(res.Failures, fmt.Sprintf("%s, %s were acknowledged", what, fmtCount(acked)))
 	}
 }

@@ -17,13 +17,69 @@ type publisherConfig struct {
 	addr     string
 	channels []int    // global channel indexes, published to round-robin
 	names    []string // every channel's name, by global index
-	herald   bool     // HERALD.PUBLISH instead of PUBLISH
+	verb     verb     // the command each message is sent with
 	pipeline int      // most publishes awaiting a reply
 	size     int      // payload bytes
 	messages uint64   // at most this many; 0: until ctx ends
 	rate     float64  // messages/s; 0: as fast as pipeline and gate allow
 	gate     *window  // may be nil
 	ackHist  *Histogram
+}
+
+// verb is the command a publisher sends each message with; the zero verb
+// is PUBLISH.
+type verb string
+
+const (
+	verbPublish       verb = "PUBLISH"
+	verbHeraldPublish verb = "HERALD.PUBLISH" // replies with the sequence number
+	// verbXAdd appends each message to a Redis stream named after the
+	// channel, trimmed to about xaddMaxLen entries: what a Redis user
+	// keeps messages with, durable when the server's append-only file is
+	// synced before each reply (appendfsync always).
+	verbXAdd verb = "XADD"
+)
+
+// verbFor returns the verb the --herald-publish and --xadd flags choose.
+func verbFor(herald, xadd bool) verb {
+	switch {
+	case herald:
+		return verbHeraldPublish
+	case xadd:
+		return verbXAdd
+	}
+	return verbPublish
+}
+
+// xaddMaxLen is how many entries XADD keeps in a stream (approximately, as
+// MAXLEN ~ trims): as many as Herald retains per channel by default.
+const xaddMaxLen = 100
+
+func (v verb) String() string {
+	if v == "" {
+		return string(verbPublish)
+	}
+	return string(v)
+}
+
+// prefix returns the command for a message to channel, up to and
+// including the bulk header of its payload of size bytes.
+func (v verb) prefix(channel string, size int) []byte {
+	var b []byte
+	if v == verbXAdd {
+		// XADD channel MAXLEN ~ 100 * m payload
+		b = append(b, "*8\r\n"...)
+		for _, a := range []string{"XADD", channel, "MAXLEN", "~", strconv.Itoa(xaddMaxLen), "*", "m"} {
+			b = appendBulk(b, a)
+		}
+	} else {
+		b = append(b, "*3\r\n"...)
+		b = appendBulk(b, v.String())
+		b = appendBulk(b, channel)
+	}
+	b = append(b, '$')
+	b = strconv.AppendInt(b, int64(size), 10)
+	return append(b, '\r', '\n')
 }
 
 // publisher is one pipelined RESP connection publishing benchmark
@@ -104,18 +160,10 @@ func (p *publisher) run(ctx context.Context, drain time.Duration) {
 }
 
 func (p *publisher) writeLoop(ctx context.Context) {
-	cmd := "PUBLISH"
-	if p.cfg.herald {
-		cmd = "HERALD.PUBLISH"
-	}
 	// Per channel: the command up to the payload's bulk header.
 	prefix := make([][]byte, len(p.cfg.names))
 	for _, ch := range p.cfg.channels {
-		b := append([]byte("*3\r\n"), appendBulk(nil, cmd)...)
-		b = appendBulk(b, p.cfg.names[ch])
-		b = append(b, '$')
-		b = strconv.AppendInt(b, int64(p.cfg.size), 10)
-		prefix[ch] = append(b, '\r', '\n')
+		prefix[ch] = p.cfg.verb.prefix(p.cfg.names[ch], p.cfg.size)
 	}
 	payload, _ := newPayload(p.cfg.size)
 	buf := make([]byte, 0, 64<<10)

@@ -159,21 +159,29 @@ func startHerald(ctx context.Context, bin, dir string, n int, extra []string) (*
 	return t, nil
 }
 
-// startRedis starts redis-server with persistence off, on a random port.
-func startRedis(ctx context.Context, bin, dir string) (*target, error) {
+// startRedis starts redis-server on a random port. Without durable it
+// persists nothing, as the suite's PUBLISH comparison wants; with it, it
+// appends every write to its append-only file and syncs the file before it
+// replies (appendfsync always): Redis's durable mode, where an XADD it
+// acknowledged survives a crash, as a publish Herald acknowledged does.
+func startRedis(ctx context.Context, bin, dir string, durable bool) (*target, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(addr)
+	label, persist := "redis", []string{"--appendonly", "no"}
+	if durable {
+		label, persist = "redis-aof", []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	args := append([]string{"--port", port, "--bind", "127.0.0.1", "--save", ""}, persist...)
 	p, err := startProc("redis-server", filepath.Join(dir, "redis.log"), bin,
-		"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--maxclients", "20000", "--dir", dir)
+		append(args, "--maxclients", "20000", "--dir", dir)...)
 	if err != nil {
 		return nil, err
 	}
 	p.resp = addr
-	t := &target{label: "redis", nodes: []*serverProc{p}}
+	t := &target{label: label, nodes: []*serverProc{p}}
 	if err := t.waitReady(ctx, 30*time.Second); err != nil {
 		t.stop()
 		return nil, err

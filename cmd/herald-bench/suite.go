@@ -48,7 +48,7 @@ type suiteConfig struct {
 // suiteRun is one workload against one target.
 type suiteRun struct {
 	id     string // publish, fanout, ws-sat, ws-half, idle
-	target string // herald-1, herald-3, redis
+	target string // herald-1, herald-3, redis, redis-aof (durable: appendfsync always)
 	cmd    string // the workload command
 	args   []string
 	res    *Result
@@ -62,7 +62,7 @@ func (r *suiteRun) reproduce() string {
 	switch {
 	case r.cmd == "floor":
 		return s // it starts its own writer
-	case r.target == "redis":
+	case r.target == "redis", r.target == "redis-aof":
 		s += " --addr <redis>"
 	case r.target == "herald-3":
 		s += " --addr <n1>,<n2>,<n3>"
@@ -194,7 +194,13 @@ func runSuite(ctx context.Context, cfg *suiteConfig) ([]*suiteRun, error) {
 		// interleaved, so that a slow moment of the machine does not
 		// land on one target only.
 		for range cfg.publishRuns {
-			for _, t := range []string{"redis", "herald-1", "herald-3"} {
+			for _, t := range []string{"redis", "redis-aof", "herald-1", "herald-3"} {
+				if t == "redis-aof" {
+					// What redis-server does when what it acknowledges
+					// must be on disk: stream entries, synced.
+					do("publish", t, "publish", append(args[:len(args):len(args)], "--xadd")...)
+					continue
+				}
 				do("publish", t, "publish", args...)
 			}
 		}
@@ -244,8 +250,8 @@ func runOne(ctx context.Context, cfg *suiteConfig, base string, r *suiteRun) (*R
 	fmt.Fprintf(cfg.log, "== %s on %s: starting servers\n", r.id, r.target)
 	var t *target
 	switch r.target {
-	case "redis":
-		t, err = startRedis(ctx, cfg.redis, dir)
+	case "redis", "redis-aof":
+		t, err = startRedis(ctx, cfg.redis, dir, r.target == "redis-aof")
 	case "herald-1":
 		t, err = startHerald(ctx, cfg.herald, dir, 1, nil)
 	case "herald-3":

@@ -110,3 +110,42 @@ func TestSuiteReportFloor(t *testing.T) {
 		t.Error("with the floor run failed, the report still describes it")
 	}
 }
+
+// TestSuiteReportDurableRedis: the publish targets are reported beside
+// redis-server's durable mode when it was measured, and not when that run
+// failed.
+func TestSuiteReportDurableRedis(t *testing.T) {
+	pub := func(target string, rate float64) *suiteRun {
+		return &suiteRun{id: "publish", target: target, res: &Result{PublishRate: rate,
+			AckLatency: &Summary{P99: 8 * time.Millisecond}, Server: ProcStats{CPUPercent: 80}, Machine: MachineStats{IOWaitPercent: 19}}}
+	}
+	aof := pub("redis-aof", 250_000)
+	runs := []*suiteRun{pub("redis", 1_000_000), aof, pub("herald-1", 300_000), pub("herald-3", 100_000)}
+	cfg := &suiteConfig{publishRuns: 1, publishConns: 64, publishPipeline: 16, size: 64}
+
+	r := newSuiteReport(cfg, runs, time.Now(), 0)
+	for _, g := range r.goals() {
+		if strings.HasPrefix(g.name, "Publish throughput") && !strings.Contains(g.measured, "XADD with appendfsync always: 250,000/s") {
+			t.Errorf("%s: measured %q, want redis-server's durable rate beside it", g.name, g.measured)
+		}
+	}
+	md := r.markdown()
+	for _, want := range []string{"**redis-server, durable.**", "`--appendonly yes --appendfsync always`", "It did 250,000/s, p99",
+		"p99 publish→reply 8.00ms", "80% of a core and 19% iowait", "0.25× of its PUBLISH rate",
+		"did 1.20× of it on one node and 0.40× of it on three", "| publish | redis-aof | ok |", "# publish on redis-aof"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+
+	aof.res.Failed, aof.res.Failures = true, []string{"XINFO STREAM counts 9 messages committed, 10 were acknowledged"}
+	r = newSuiteReport(cfg, runs, time.Now(), 0)
+	for _, g := range r.goals() {
+		if strings.Contains(g.measured, "XADD") {
+			t.Errorf("with the durable run failed, %s still cites it: %q", g.name, g.measured)
+		}
+	}
+	if md := r.markdown(); strings.Contains(md, "redis-server, durable") {
+		t.Error("with the durable run failed, the report still describes it")
+	}
+}
