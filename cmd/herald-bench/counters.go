@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -72,18 +71,12 @@ func readCounters(ctx context.Context, addrs []string) serverCounters {
 
 // infoMetrics returns the fields of INFO's metrics section at addr.
 func infoMetrics(ctx context.Context, addr string) (map[string]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, rd, err := dialCheck(ctx, addr, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	v, err := roundTrip(conn, newRESPReader(conn, 64<<10), "INFO", "metrics")
+	v, err := roundTrip(conn, rd, "INFO", "metrics")
 	if err != nil {
 		return nil, err
 	}

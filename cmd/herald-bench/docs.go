@@ -341,13 +341,22 @@ func (r *suiteReport) goals() []goal {
 	return out
 }
 
-// floor returns the suite's floor result, if it has one that succeeded.
-func (r *suiteReport) floor() *Result {
-	run := r.find("floor", "machine")
-	if run == nil || run.err != nil || run.res.Failed || run.res.FrameGap == nil {
+// succeeded returns the result find picks for workload id against target,
+// or nil unless there is one and it succeeded.
+func (r *suiteReport) succeeded(id, target string) *Result {
+	run := r.find(id, target)
+	if run == nil || run.err != nil || run.res.Failed {
 		return nil
 	}
 	return run.res
+}
+
+// floor returns the suite's floor result, if it has one that succeeded.
+func (r *suiteReport) floor() *Result {
+	if f := r.succeeded("floor", "machine"); f != nil && f.FrameGap != nil {
+		return f
+	}
+	return nil
 }
 
 // floorText says what the floor run bounds, for the report.
@@ -373,11 +382,10 @@ func (r *suiteReport) floorText(w io.Writer) {
 // durableRedis returns the median publish run against redis-server with
 // appendfsync always, if the suite made one and it succeeded.
 func (r *suiteReport) durableRedis() *Result {
-	run := r.find("publish", "redis-aof")
-	if run == nil || run.err != nil || run.res.Failed || run.res.PublishRate <= 0 {
-		return nil
+	if d := r.succeeded("publish", "redis-aof"); d != nil && d.PublishRate > 0 {
+		return d
 	}
-	return run.res
+	return nil
 }
 
 // durableText compares Herald's committed publishes with redis-server's
@@ -388,8 +396,8 @@ func (r *suiteReport) durableText(w io.Writer) {
 		return
 	}
 	rate := func(target string) float64 {
-		if run := r.find("publish", target); run != nil && run.err == nil && !run.res.Failed {
-			return run.res.PublishRate
+		if x := r.succeeded("publish", target); x != nil {
+			return x.PublishRate
 		}
 		return 0
 	}

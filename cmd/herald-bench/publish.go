@@ -208,19 +208,12 @@ func share(total uint64, n, i int) uint64 {
 // STREAM (entries-added, which trimming leaves alone). A server without
 // HERALD.CHANNEL (redis-server, PUBLISH) is not checked.
 func verifyChannels(ctx context.Context, addr string, names []string, v verb, res *Result) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, rd, err := dialCheck(ctx, addr, 30*time.Second)
 	if err != nil {
 		res.Notes = append(res.Notes, "not verified: "+err.Error())
 		return
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	rd := newRESPReader(conn, 64<<10)
 	cmd, field := []string{"HERALD.CHANNEL"}, "last_seq"
 	if v == verbXAdd {
 		cmd, field = []string{"XINFO", "STREAM"}, "entries-added"

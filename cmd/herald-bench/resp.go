@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"time"
 )
@@ -242,6 +244,22 @@ func appendBulk[T string | []byte](dst []byte, s T) []byte {
 	dst = append(dst, '\r', '\n')
 	dst = append(dst, s...)
 	return append(dst, '\r', '\n')
+}
+
+// dialCheck connects to addr for a few commands outside the load (checks,
+// counters): the connection, and every command on it, must be done within
+// limit.
+func dialCheck(ctx context.Context, addr string, limit time.Duration) (net.Conn, *respReader, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	dl, _ := ctx.Deadline() // the earlier of limit and ctx's own
+	conn.SetDeadline(dl)
+	return conn, newRESPReader(conn, 64<<10), nil
 }
 
 // roundTrip sends one command and reads its reply: for setup and checks,
